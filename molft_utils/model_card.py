@@ -111,6 +111,18 @@ def render_model_card(model_dir: Path) -> str:
                 f"| {method} | {stats['rmse']['mean']:.3f} ± {stats['rmse']['std']:.3f} | "
                 f"{stats['r2']['mean']:.3f} ± {stats['r2']['std']:.3f} | {stats['rmse']['n']} |"
             )
+        last = [r for r in gate["runs"] if r["best_epoch"] == r["epochs_run"] == gate["train_config"]["epochs"]]
+        lines += [
+            "",
+            "Best validation epoch per run: "
+            + ", ".join(f"{r['method']} seed {r['seed']}: {r['best_epoch']}/{r['epochs_run']}" for r in gate["runs"])
+            + ".",
+        ]
+        if last:
+            lines.append(
+                f"{len(last)} of {len(gate['runs'])} fine-tuning runs were still improving at the last epoch: "
+                "this budget under-trains, and longer training would likely lower both transformer RMSEs."
+            )
         lines += ["", f"Source: {gate['source']}"]
     else:
         lines.append(
