@@ -39,9 +39,9 @@ ROOT = Path(__file__).resolve().parents[1]
 #: The embedded backbone that the project pretrains and ships.
 DEFAULT_BACKBONE = ROOT / "data" / "models" / "molft-roformer-small"
 MOLFORMER_ID = "ibm/MoLFormer-XL-both-10pct"
-#: Hub revision of MoLFormer-XL. Not pinned yet: no commit hash could be verified from this offline
-#: machine. Whoever first loads it online should set the commit hash here (remote code runs from it).
-MOLFORMER_REVISION: str | None = None
+#: Hub commit of MoLFormer-XL that is loaded (its remote code runs from it). Taken from public code that
+#: pins the same revision; it could not be checked against the Hub from the offline build machine.
+MOLFORMER_REVISION = "7b12d946c181a37f6012b9dc3b002275de070314"
 
 
 class BackboneUnavailableError(RuntimeError):

@@ -75,3 +75,24 @@ def test_short_training_lowers_validation_error_and_is_reproducible(tiny_mlm, to
     model.save(tmp_path / "m")
     again, _ = RegressionModel.load(tmp_path / "m")
     np.testing.assert_allclose(predict(again, tokenizer, smiles, results[1].scaler), preds[1], rtol=1e-5, atol=1e-6)
+
+
+def test_molformer_is_loaded_pinned_with_remote_code_and_deterministic_eval(monkeypatch):
+    import molft_utils.models as models
+
+    calls = {}
+
+    def fake_model(name, **kwargs):
+        calls["model"] = (name, kwargs)
+        return "backbone"
+
+    def fake_tokenizer(name, **kwargs):
+        calls["tokenizer"] = (name, kwargs)
+        return "tokenizer"
+
+    monkeypatch.setattr(models.AutoModel, "from_pretrained", fake_model)
+    monkeypatch.setattr(models.AutoTokenizer, "from_pretrained", fake_tokenizer)
+    assert load_backbone(models.MOLFORMER_ID) == ("backbone", "tokenizer")
+    name, kwargs = calls["model"]
+    assert name == models.MOLFORMER_ID and kwargs["trust_remote_code"] and kwargs["deterministic_eval"]
+    assert kwargs["revision"] == models.MOLFORMER_REVISION == calls["tokenizer"][1]["revision"]
