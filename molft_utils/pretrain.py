@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 from transformers import RoFormerConfig, RoFormerForMaskedLM
 
+from .data import EXTERNAL_POOL, LIPOPHILICITY
 from .device import autocast_dtype, get_device, seed_everything
 from .mlm import MLMConfig, evaluate_mlm, train_mlm
 from .tokenizer import build_tokenizer, token_counts, unknown_token_rate
@@ -39,10 +40,7 @@ __all__ = ["backbone_config", "pretrain"]
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA_FILES = {
-    "lipophilicity": (ROOT / "data/lipophilicity.csv", "smiles"),
-    "external_pool": (ROOT / "data/external_pool.csv", "SMILES"),
-}
+DATA_FILES = {"lipophilicity": (LIPOPHILICITY, "smiles"), "external_pool": (EXTERNAL_POOL, "SMILES")}
 
 
 def backbone_config(
