@@ -1,7 +1,9 @@
-# The README's two commands. `make test` is what CI runs (.ci/run).
+# The README's commands. `make test` is what CI runs (.ci/run); `make reports` is the main job.
 PY ?= .venv/bin/python
+SEEDS ?= 0 1 2
+JOBS ?= 1
 
-.PHONY: env test lint
+.PHONY: env test lint reports report assignments benchmark
 
 env: .venv/.installed
 
@@ -11,9 +13,24 @@ env: .venv/.installed
 	.venv/bin/pip install --quiet -e ".[dev]"
 	touch $@
 
+# Unit tests, then every notebook executed under nbval in smoke mode (tiny sizes, throw-away model cache).
 test: env
 	.venv/bin/ruff check molft_utils tests
-	$(PY) -m pytest -q tests
+	MOLFT_SMOKE=1 MOLFT_CACHE="$$(mktemp -d)" $(PY) -m pytest -q tests --nbval-lax notebooks
+
+# The main job: every notebook for seeds 0 1 2 on the embedded backbone (papermill), then reports/summary.md.
+# Resumable: runs that already have a result for the same notebook source and parameters are skipped.
+reports: env
+	$(PY) -m molft_utils.batch --seeds $(SEEDS) --jobs $(JOBS)
+
+report: env
+	$(PY) -m molft_utils.report reports
+
+assignments: env
+	$(PY) -m molft_utils.student --src notebooks --out assignments
+
+benchmark: env
+	$(PY) -m molft_utils.benchmark
 
 lint: env
 	.venv/bin/ruff check molft_utils tests

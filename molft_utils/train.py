@@ -108,11 +108,15 @@ class TrainHooks:
         (regularisers). ``features`` are the pooled encoder features of the batch.
     on_epoch_end
         ``f(model, epoch, row)`` after each epoch's validation.
+    after_optimizer_step
+        ``f(model, global_step)`` right after ``optimizer.step()``, before the gradients are
+        zeroed (AdaLoRA's rank allocation needs them).
     """
 
     trainable: Callable[[RegressionModel], Sequence[tuple[str, torch.nn.Parameter]]] | None = None
     extra_loss: Callable[..., torch.Tensor] | None = None
     on_epoch_end: Callable[[RegressionModel, int, dict], None] | None = None
+    after_optimizer_step: Callable[[RegressionModel, int], None] | None = None
 
 
 @dataclass
@@ -224,7 +228,7 @@ def fit(
     rng = np.random.default_rng(cfg.seed)
 
     result = FitResult(scaler=scaler, n_trainable=sum(p.numel() for _, p in named), config=asdict(cfg))
-    best_state, best_rmse, bad_epochs = None, float("inf"), 0
+    best_state, best_rmse, bad_epochs, global_step = None, float("inf"), 0, 0
     quiet = not progress or bool(os.environ.get("CI"))
     t_start = time.perf_counter()
     for epoch in tqdm(range(1, cfg.epochs + 1), desc="epochs", disable=quiet):
@@ -243,6 +247,9 @@ def fit(
             torch.nn.utils.clip_grad_norm_([p for _, p in named], cfg.max_grad_norm)
             grad_scale.step(optimizer)
             grad_scale.update()
+            global_step += 1
+            if hooks.after_optimizer_step is not None:
+                hooks.after_optimizer_step(model, global_step)
             optimizer.zero_grad(set_to_none=True)
             schedule.step()
             losses.append(loss.item())

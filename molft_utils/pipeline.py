@@ -1,0 +1,324 @@
+"""The shared experiment pipeline: task data, and cached fine-tuned / MLM-adapted models.
+
+Every notebook starts from the same few artefacts, so they are built once and reused through
+:class:`~molft_utils.runs.ModelCache`, keyed by everything that determines them (data checksum,
+split, backbone weights, hyper-parameters, seed, code version):
+
+* :func:`load_task` — Lipophilicity with its saved split, and the external pool with the molecules
+  that overlap validation or test removed (the overlap report is returned for display);
+* :func:`mlm_adapted_backbone` — the backbone after domain-adaptive MLM on the training SMILES plus the
+  pool's SMILES (no labels; never validation or test SMILES);
+* :func:`finetuned_model` — a :class:`~molft_utils.models.RegressionModel` fine-tuned with the
+  notebook-01 recipe from random initialisation, the pretrained or the MLM-adapted backbone.
+
+Smoke mode (``MOLFT_SMOKE=1``, used by the tests and CI) shrinks every part of the data so that each
+notebook executes in seconds; its cache entries have different keys from the real ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from transformers import AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from .corpus import sha256
+from .data import LIPOPHILICITY, load_external_pool, load_lipophilicity, md5
+from .metrics import regression_metrics
+from .mlm import MLMConfig, MLMHistory, train_mlm
+from .models import (
+    DEFAULT_BACKBONE,
+    MOLFORMER_ID,
+    MOLFORMER_REVISION,
+    RegressionModel,
+    load_backbone,
+    random_init_like,
+)
+from .runs import ModelCache, to_jsonable
+from .splits import Split, get_split, leakage_report, remove_overlap
+from .train import FitResult, TargetScaler, TrainConfig, fit, predict
+
+__all__ = [
+    "SMOKE_SIZES",
+    "FinetuneArtefact",
+    "Task",
+    "backbone_identity",
+    "convergence",
+    "evaluate",
+    "finetuned_model",
+    "load_masked_lm",
+    "load_task",
+    "mlm_adapted_backbone",
+    "resolve_smoke",
+]
+
+log = logging.getLogger(__name__)
+
+#: Molecules per part in smoke mode (train, valid, test, pool).
+SMOKE_SIZES = {"train": 64, "valid": 32, "test": 32, "pool": 40}
+#: Bump when the way an artefact is built changes; old cache entries are then never reused.
+CODE_VERSIONS = {"finetuned": "1", "mlm_adapted": "1"}
+
+
+def resolve_smoke(smoke: bool | None) -> bool:
+    """``smoke`` if given, else the environment variable ``MOLFT_SMOKE`` (``1``/``true``/``yes``)."""
+    if smoke is not None:
+        return bool(smoke)
+    return os.environ.get("MOLFT_SMOKE", "").strip().lower() in ("1", "true", "yes")
+
+
+@dataclass
+class Task:
+    """The data of one run: split parts and the leakage-filtered external pool.
+
+    Attributes
+    ----------
+    split
+        The saved split (indices into the full table).
+    train, valid, test
+        The parts (columns ``row, smiles_raw, smiles, smiles_flat, label``).
+    pool
+        External pool without the molecules that also occur in validation or test.
+    leakage
+        The removed overlaps (pool row, SMILES, labels, part, match kind).
+    smoke
+        True when the parts were shrunk for a smoke run.
+    """
+
+    split: Split
+    train: pd.DataFrame
+    valid: pd.DataFrame
+    test: pd.DataFrame
+    pool: pd.DataFrame
+    leakage: pd.DataFrame
+    smoke: bool = False
+    data_md5: str = ""
+
+    @property
+    def key(self) -> dict:
+        """What identifies this task's data in cache keys."""
+        return {
+            "data_md5": self.data_md5,
+            "split": self.split.name,
+            "split_kind": self.split.kind,
+            "split_seed": self.split.seed,
+            "smoke": self.smoke,
+        }
+
+    def sizes(self) -> dict[str, int]:
+        """Molecules per part."""
+        return {"train": len(self.train), "valid": len(self.valid), "test": len(self.test), "pool": len(self.pool)}
+
+
+def load_task(split: str = "random", seed: int = 0, smoke: bool = False) -> Task:
+    """Load Lipophilicity, its saved ``split`` for ``seed`` and the leakage-filtered pool.
+
+    Parameters
+    ----------
+    split
+        ``"random"`` (one saved split per seed) or ``"scaffold"`` (one deterministic split).
+    seed
+        Selects the random split.
+    smoke
+        Keep only the first :data:`SMOKE_SIZES` molecules of every part.
+    """
+    df = load_lipophilicity()
+    sp = get_split(df, kind=split, seed=seed)
+    parts = sp.frames(df)
+    pool = load_external_pool()
+    leakage = leakage_report(pool, {"valid": parts["valid"], "test": parts["test"]})
+    pool = remove_overlap(pool, leakage)
+    if smoke:
+        parts = {k: v.iloc[: SMOKE_SIZES[k]].reset_index(drop=True) for k, v in parts.items()}
+        pool = pool.iloc[: SMOKE_SIZES["pool"]].reset_index(drop=True)
+    return Task(sp, parts["train"], parts["valid"], parts["test"], pool, leakage, smoke, md5(LIPOPHILICITY))
+
+
+def backbone_identity(model: str | Path | None = None) -> dict:
+    """A cache-key description of a backbone: Hub id + revision, or a local folder's weight hash."""
+    name = str(model) if model not in (None, "default") else str(DEFAULT_BACKBONE)
+    path = Path(name)
+    if path.is_dir():
+        weights = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
+        digest = hashlib.sha256("".join(sha256(w) for w in weights).encode()).hexdigest()[:16]
+        label = "default" if path.resolve() == DEFAULT_BACKBONE.resolve() else path.name
+        return {"backbone": label, "weights_sha256": digest}
+    return {"backbone": name, "revision": MOLFORMER_REVISION if name == MOLFORMER_ID else None}
+
+
+def load_masked_lm(model: str | Path | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The backbone with its masked-language-model head (for domain-adaptive MLM)."""
+    _, tokenizer = load_backbone(model)
+    name = str(model) if model not in (None, "default") else str(DEFAULT_BACKBONE)
+    kwargs: dict = {}
+    if name == MOLFORMER_ID:
+        kwargs = {"trust_remote_code": True, "revision": MOLFORMER_REVISION, "deterministic_eval": True}
+    return AutoModelForMaskedLM.from_pretrained(name, **kwargs), tokenizer
+
+
+def _encoder_of(masked_lm: PreTrainedModel) -> PreTrainedModel:
+    return getattr(masked_lm, masked_lm.base_model_prefix)
+
+
+def mlm_adapted_backbone(
+    task: Task,
+    model: str | Path | None = None,
+    config: MLMConfig | None = None,
+    cache: ModelCache | None = None,
+    progress: bool = True,
+) -> tuple[Path, MLMHistory]:
+    """Domain-adaptive MLM on the task's training SMILES plus the pool's SMILES, cached.
+
+    The held-out MLM loss is measured on the validation SMILES (monitoring only; they are never
+    trained on). Returns the cache folder (loadable with :func:`molft_utils.models.load_backbone`)
+    and the MLM history.
+    """
+    cfg = config or MLMConfig()
+    cache = cache or ModelCache()
+    corpus = list(task.train.smiles) + list(task.pool.smiles)
+    key = {
+        "code_version": CODE_VERSIONS["mlm_adapted"],
+        "task": task.key,
+        "corpus_sha256": hashlib.sha256("\n".join(corpus).encode()).hexdigest(),
+        **backbone_identity(model),
+        "mlm": asdict(cfg),
+    }
+
+    def build(out: Path) -> None:
+        masked_lm, tokenizer = load_masked_lm(model)
+        history = train_mlm(masked_lm, tokenizer, corpus, list(task.valid.smiles), cfg, progress=progress)
+        masked_lm.save_pretrained(out / "masked_lm", safe_serialization=True)
+        _encoder_of(masked_lm).save_pretrained(out, safe_serialization=True)
+        tokenizer.save_pretrained(out)
+        (out / "mlm_history.json").write_text(json.dumps(to_jsonable(history.to_dict()), indent=2) + "\n")
+
+    path = cache.get_or_create("mlm_adapted", key, build)
+    history = MLMHistory(**json.loads((path / "mlm_history.json").read_text()))
+    return path, history
+
+
+@dataclass
+class FinetuneArtefact:
+    """A cached fine-tuned model and how it was trained."""
+
+    model: RegressionModel
+    tokenizer: PreTrainedTokenizerBase
+    scaler: TargetScaler
+    fit: FitResult
+    path: Path
+    cache_hit: bool
+    init: str
+    key: dict = field(default_factory=dict)
+
+
+def finetuned_model(
+    task: Task,
+    init: str = "pretrained",
+    model: str | Path | None = None,
+    train_config: TrainConfig | None = None,
+    mlm_config: MLMConfig | None = None,
+    cache: ModelCache | None = None,
+    progress: bool = True,
+) -> FinetuneArtefact:
+    """Fine-tune (or load from the cache) a regression model with the notebook-01 recipe.
+
+    Parameters
+    ----------
+    task
+        Data (train / valid parts are used).
+    init
+        ``"pretrained"`` (the backbone as shipped), ``"random"`` (same architecture, random weights,
+        seeded by ``train_config.seed``) or ``"mlm"`` (after :func:`mlm_adapted_backbone`).
+    model
+        Backbone: ``None`` for the embedded default, a folder, or a Hub id.
+    train_config, mlm_config
+        Hyper-parameters; ``mlm_config`` only matters for ``init="mlm"``.
+    cache
+        Defaults to :class:`~molft_utils.runs.ModelCache` (``$MOLFT_CACHE`` or ``<repo>/cache``).
+
+    Returns
+    -------
+    FinetuneArtefact
+        The model in eval mode with its target scaler and training history.
+    """
+    if init not in ("pretrained", "random", "mlm"):
+        raise ValueError(f"init must be 'pretrained', 'random' or 'mlm', got {init!r}")
+    tcfg = train_config or TrainConfig()
+    cache = cache or ModelCache()
+    key = {
+        "code_version": CODE_VERSIONS["finetuned"],
+        "task": task.key,
+        **backbone_identity(model),
+        "init": init,
+        "train": asdict(tcfg),
+    }
+    mlm_path = None
+    if init == "mlm":
+        mlm_cfg = mlm_config or MLMConfig()
+        mlm_path, _ = mlm_adapted_backbone(task, model, mlm_cfg, cache, progress)
+        key["mlm"] = {"config": asdict(mlm_cfg), "entry": mlm_path.name}
+    hit = cache.has("finetuned", key)
+
+    def build(out: Path) -> None:
+        backbone, tokenizer = load_backbone(mlm_path if mlm_path is not None else model)
+        if init == "random":
+            torch.manual_seed(tcfg.seed)
+            backbone = random_init_like(backbone)
+        torch.manual_seed(tcfg.seed)
+        reg = RegressionModel(backbone)
+        res = fit(
+            reg,
+            tokenizer,
+            list(task.train.smiles),
+            list(task.train.label),
+            list(task.valid.smiles),
+            list(task.valid.label),
+            tcfg,
+            progress=progress,
+        )
+        reg.save(out / "model", extra={"scaler": res.scaler.to_dict()})
+        tokenizer.save_pretrained(out / "model")
+        fit_record = {k: v for k, v in asdict(res).items() if k != "scaler"} | {"scaler": res.scaler.to_dict()}
+        (out / "fit.json").write_text(json.dumps(to_jsonable(fit_record), indent=2) + "\n")
+
+    path = cache.get_or_create("finetuned", key, build)
+    reg, meta = RegressionModel.load(path / "model")
+    tokenizer = AutoTokenizer.from_pretrained(path / "model")
+    record = json.loads((path / "fit.json").read_text())
+    scaler = TargetScaler.from_dict(meta["scaler"])
+    fit_result = FitResult(**{k: v for k, v in record.items() if k != "scaler"}, scaler=scaler)
+    return FinetuneArtefact(reg, tokenizer, scaler, fit_result, path, hit, init, key)
+
+
+def evaluate(artefact: FinetuneArtefact, frame: pd.DataFrame) -> tuple[np.ndarray, dict[str, float]]:
+    """Predictions (label units) and :func:`~molft_utils.metrics.regression_metrics` on ``frame``."""
+    pred = predict(artefact.model, artefact.tokenizer, list(frame.smiles), artefact.scaler)
+    return pred, regression_metrics(frame.label.to_numpy(), pred)
+
+
+def convergence(history: list[dict], window: int = 5) -> dict[str, float | int | bool]:
+    """How settled a fine-tuning run was when it ended.
+
+    Returns ``epochs_run``, ``best_epoch``, ``stopped_early`` (ended before the configured epochs by
+    early stopping) and ``last_window_gain``: relative improvement of the best validation RMSE
+    reached in the last ``window`` epochs over the best before them (≈0 means converged; early
+    stopping implies ≤ 0).
+    """
+    rmse = [r["valid_rmse"] for r in history]
+    out: dict[str, float | int | bool] = {
+        "epochs_run": len(history),
+        "best_epoch": int(np.argmin(rmse)) + 1 if rmse else 0,
+    }
+    if len(rmse) > window:
+        before, last = min(rmse[:-window]), min(rmse[-window:])
+        out["last_window_gain"] = (before - last) / before
+    else:
+        out["last_window_gain"] = float("nan")
+    return out

@@ -1,0 +1,80 @@
+"""Figures shared by the notebooks (matplotlib + seaborn), each returning a ``Figure``.
+
+The notebooks caption and save them with :meth:`molft_utils.notebook.NotebookContext.figure`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import seaborn as sns
+from matplotlib.figure import Figure
+
+__all__ = ["learning_curves", "mlm_curve", "parity_plots", "token_length_histogram", "PALETTE"]
+
+PALETTE = sns.color_palette("colorblind")
+
+
+def learning_curves(histories: Mapping[str, Sequence[dict]], best_epochs: Mapping[str, int] | None = None) -> Figure:
+    """Training loss (scaled units) and validation RMSE (label units) per epoch for several runs."""
+    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for i, (name, rows) in enumerate(histories.items()):
+        epochs = [r["epoch"] for r in rows]
+        color = PALETTE[i % len(PALETTE)]
+        ax_loss.plot(epochs, [r["train_loss"] for r in rows], "-o", ms=3, color=color, label=name)
+        ax_val.plot(epochs, [r["valid_rmse"] for r in rows], "-o", ms=3, color=color, label=name)
+        if best_epochs and name in best_epochs:
+            best = best_epochs[name]
+            ax_val.scatter([best], [rows[best - 1]["valid_rmse"]], s=90, facecolor="none", edgecolor=color, lw=1.5)
+    ax_loss.set(xlabel="epoch", ylabel="training loss (MSE, scaled target)", yscale="log")
+    ax_val.set(xlabel="epoch", ylabel="validation RMSE (logD)")
+    ax_val.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def parity_plots(
+    y_true: Sequence[float], predictions: Mapping[str, Sequence[float]], metrics: Mapping[str, dict]
+) -> Figure:
+    """Predicted vs measured logD on the test set, one panel per method, with RMSE and R² in the title."""
+    n = len(predictions)
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.3), sharex=True, sharey=True, squeeze=False)
+    y_true = np.asarray(y_true, dtype=float)
+    lo = min(y_true.min(), *(np.min(p) for p in predictions.values())) - 0.2
+    hi = max(y_true.max(), *(np.max(p) for p in predictions.values())) + 0.2
+    for i, (ax, (name, pred)) in enumerate(zip(axes[0], predictions.items(), strict=True)):
+        ax.scatter(y_true, pred, s=8, alpha=0.5, color=PALETTE[i % len(PALETTE)])
+        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+        m = metrics[name]
+        ax.set_title(f"{name}\nRMSE {m['rmse']:.3f}, R² {m['r2']:.3f}", fontsize=9)
+        ax.set(xlim=(lo, hi), ylim=(lo, hi), xlabel="measured logD")
+    axes[0][0].set_ylabel("predicted logD")
+    fig.tight_layout()
+    return fig
+
+
+def mlm_curve(rows: Sequence[dict], title: str = "") -> Figure:
+    """Training and held-out MLM loss against optimiser steps."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    steps = [r["step"] for r in rows]
+    train = [r.get("train_loss") for r in rows]
+    ax.plot(steps[1:], train[1:], "-o", ms=3, label="training loss (running mean)")
+    if any("valid_loss" in r for r in rows):
+        ax.plot(steps, [r.get("valid_loss") for r in rows], "-s", ms=3, label="held-out loss (validation SMILES)")
+    ax.set(xlabel="optimiser step", ylabel="MLM cross-entropy (masked tokens)", title=title)
+    ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def token_length_histogram(lengths: Mapping[str, Sequence[int]]) -> Figure:
+    """Distribution of tokenised SMILES lengths (including ``<bos>``/``<eos>``) per data part."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    for i, (name, values) in enumerate(lengths.items()):
+        sns.histplot(np.asarray(values), ax=ax, label=name, color=PALETTE[i % len(PALETTE)], element="step", fill=False)
+    ax.set(xlabel="tokens per molecule", ylabel="molecules")
+    ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,157 @@
+"""The papermill batch runner (resume, failures, overrides) and the report built from result files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+from nbformat import v4
+
+from molft_utils import batch
+from molft_utils.report import build_report, markdown_table, method_table, paired_table
+from molft_utils.runs import write_result
+
+PARAMS = "seed = 0\nsmoke = False\nout_dir = None\nscale = 1.0\nfail_on_seed = -1"
+BODY = """
+import json, pathlib
+from molft_utils.runs import write_result
+if seed == fail_on_seed:
+    raise RuntimeError(f"deliberate failure for seed {seed}")
+out = pathlib.Path(out_dir)
+counter = out / "executions.txt"
+counter.write_text(counter.read_text() + "x" if counter.exists() else "x")
+metrics = {"good": {"rmse": 0.5 * scale + 0.01 * seed}, "reference": {"rmse": 0.6 * scale + 0.01 * seed}}
+write_result(out, "00_toy", seed, {"seed": seed, "scale": scale, "out_dir": out_dir}, metrics,
+             extra={"paired_reference": "reference", "diagnostics": {"answer": 42}})
+"""
+
+
+def _toy_notebook(path: Path, params: str = PARAMS, body: str = BODY) -> Path:
+    nb = v4.new_notebook()
+    p = v4.new_code_cell(params)
+    p.metadata["tags"] = ["parameters"]
+    nb.cells = [p, v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.fixture()
+def toy(tmp_path: Path) -> Path:
+    (tmp_path / "nbs").mkdir()
+    return _toy_notebook(tmp_path / "nbs" / "00_toy.ipynb")
+
+
+def test_plan_runs_layout_and_hash(toy: Path, tmp_path: Path) -> None:
+    specs = batch.plan_runs([toy], [0, 1], tmp_path / "out")
+    assert [s.out_dir for s in specs] == [
+        tmp_path / "out" / "00_toy" / "seed=0",
+        tmp_path / "out" / "00_toy" / "seed=1",
+    ]
+    assert specs[0].parameters["seed"] == 0 and specs[0].parameters["smoke"] is False
+    assert specs[0].run_hash != specs[1].run_hash
+    tagged = batch.plan_runs([toy], [0], tmp_path / "out", {"scale": 2.0})
+    assert tagged[0].out_dir == tmp_path / "out" / "00_toy" / "scale=2.0" / "seed=0"
+    assert tagged[0].parameters["scale"] == 2.0
+
+
+def test_source_hash_ignores_outputs_but_not_code(toy: Path) -> None:
+    before = batch.notebook_source_hash(toy)
+    nb = nbformat.read(toy, as_version=4)
+    nb.cells[1].outputs = [v4.new_output("stream", text="hello")]
+    nbformat.write(nb, toy)
+    assert batch.notebook_source_hash(toy) == before
+    nb.cells[1].source += "\nprint(1)"
+    nbformat.write(nb, toy)
+    assert batch.notebook_source_hash(toy) != before
+
+
+def test_parse_override() -> None:
+    assert batch.parse_override("epochs=5") == ("epochs", 5)
+    assert batch.parse_override("model=ibm/MoLFormer-XL-both-10pct") == ("model", "ibm/MoLFormer-XL-both-10pct")
+    assert batch.parse_override("lr=1e-4") == ("lr", 1e-4)
+    with pytest.raises(Exception, match="key=value"):
+        batch.parse_override("epochs")
+
+
+def test_batch_failure_resume_and_report(toy: Path, tmp_path: Path) -> None:
+    out = tmp_path / "reports"
+    argv = ["--notebooks", str(toy), "--seeds", "0", "1", "2", "--out", str(out), "-p", "fail_on_seed=1"]
+    # one seed raises: the others still run, the failing notebook is kept with its error, exit status 1
+    assert batch.main(argv) == 1
+    failed_nb = out / "00_toy" / "fail_on_seed=1" / "seed=1" / "00_toy.ipynb"
+    assert failed_nb.is_file() and "deliberate failure" in failed_nb.read_text()
+    done = {s: (out / "00_toy" / "fail_on_seed=1" / f"seed={s}" / "result.json").is_file() for s in (0, 1, 2)}
+    assert done == {0: True, 1: False, 2: True}
+    log = json.loads((out / "batch_log.json").read_text())
+    assert sorted(r["status"] for r in log["runs"]) == ["done", "done", "failed"]
+
+    # started again: completed runs are skipped (their notebook is not executed a second time)
+    assert batch.main(argv) == 1
+    for s in (0, 2):
+        assert (out / "00_toy" / "fail_on_seed=1" / f"seed={s}" / "executions.txt").read_text() == "x"
+    log = json.loads((out / "batch_log.json").read_text())
+    assert sorted(r["status"] for r in log["runs"]) == ["failed", "skipped", "skipped"]
+
+    # the report aggregates what exists, seeds counted
+    summary = (out / "summary.md").read_text()
+    assert "## 00_toy" in summary and "0.510 ± 0.014 (n=2)" in summary  # good: 0.50 (seed 0) and 0.52 (seed 2)
+    assert "ΔRMSE vs reference" in summary and "-0.100 ± 0.000 (n=2)" in summary
+    assert "| answer | 42.0000 ± 0.0000 (n=2) |" in summary
+
+
+def test_interrupted_run_is_redone(toy: Path, tmp_path: Path) -> None:
+    out = tmp_path / "reports"
+    argv = ["--notebooks", str(toy), "--seeds", "0", "--out", str(out), "--no-report"]
+    assert batch.main(argv) == 0
+    run = out / "00_toy" / "seed=0"
+    (run / batch.BATCH_FILE).unlink()  # as if the kernel died after writing result.json but before the marker
+    assert batch.main(argv) == 0
+    assert (run / "executions.txt").read_text() == "xx"
+    assert batch.main(argv) == 0
+    assert (run / "executions.txt").read_text() == "xx"
+
+
+def _records(tmp_path: Path) -> list[dict]:
+    for seed, (a, b) in enumerate([(0.5, 0.7), (0.6, 0.7), (0.7, 0.9)]):
+        write_result(tmp_path / f"s{seed}", "nb", seed, {"seed": seed}, {"A": {"rmse": a, "r2": 0.5}, "B": {"rmse": b}})
+    return [json.loads((tmp_path / f"s{s}" / "result.json").read_text()) for s in range(3)]
+
+
+def test_method_and_paired_tables(tmp_path: Path) -> None:
+    recs = _records(tmp_path)
+    table = method_table(recs).set_index("method")
+    assert table.loc["A", "RMSE"] == "0.600 ± 0.100 (n=3)"
+    assert table.loc["B", "seeds"] == 3
+    assert pd.isna(table.loc["B", "R²"]) and "| B | 3 | 0.767 ± 0.115 (n=3) | – |" in markdown_table(method_table(recs))
+    pt = paired_table(recs, "B").set_index("method")
+    assert pt.loc["A", "ΔRMSE vs B"] == "-0.167 ± 0.058 (n=3)"
+    assert pt.loc["A", "seeds better"] == "3/3"
+
+
+def test_structured_method_names_become_columns(tmp_path: Path) -> None:
+    write_result(tmp_path / "r", "nb", 0, {"seed": 0}, {"method=L2-SP|labels=50|split=random": {"rmse": 1.0}})
+    recs = [json.loads((tmp_path / "r" / "result.json").read_text())]
+    row = method_table(recs).iloc[0]
+    assert (row["method"], row["labels"], row["split"]) == ("L2-SP", "50", "random")
+    md = markdown_table(method_table(recs))
+    assert md.splitlines()[0].startswith("| method | labels | split | seeds | RMSE")
+
+
+def test_report_groups_by_configuration(tmp_path: Path) -> None:
+    for scale in (1, 2):
+        for seed in (0, 1):
+            write_result(
+                tmp_path / f"scale{scale}" / f"seed{seed}",
+                "nb",
+                seed,
+                {"seed": seed, "scale": scale, "out_dir": "x"},
+                {"A": {"rmse": scale + 0.1 * seed}},
+            )
+    text = build_report(tmp_path).read_text()
+    assert text.count("## nb") == 2
+    assert "1.050 ± 0.071 (n=2)" in text and "2.050 ± 0.071 (n=2)" in text
+    assert "`scale=1`" in text and "`scale=2`" in text

@@ -1,0 +1,336 @@
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY_SMILES
+from transformers import RoFormerModel
+
+from molft_utils.models import RegressionModel
+from molft_utils.pretrain import backbone_config
+from molft_utils.robust import (
+    LayerwiseInterpolation,
+    bss_hooks,
+    bss_penalty,
+    coarse_groups,
+    feature_map_hooks,
+    fit_roft_mol,
+    greedy_soup,
+    l2sp_hooks,
+    l2sp_penalty,
+    label_subset,
+    layer_groups,
+    linear_probe_hooks,
+    lp_ft,
+    snapshot_state,
+    surgical_hooks,
+    uniform_soup,
+    wise_ft,
+)
+from molft_utils.train import TargetScaler, TrainConfig, _encode, _pad, fit, predict
+
+torch.set_num_threads(1)
+
+SMILES = TINY_SMILES + ["CCCC", "OCCO", "c1ccncc1", "CC(C)O", "CCOC(=O)C", "NCCN"]
+Y = [float(len(s)) / 10 for s in SMILES]
+QUICK = TrainConfig(epochs=2, batch_size=4, lr_backbone=1e-2, lr_head=1e-2, patience=5, mixed_precision="no")
+
+
+def _model(tokenizer, layers: int = 3) -> RegressionModel:
+    torch.manual_seed(1)
+    config = backbone_config(len(tokenizer), layers=layers, hidden=32, heads=2, intermediate=64)
+    return RegressionModel(RoFormerModel(config)).eval()
+
+
+def _perturbed(model: RegressionModel, seed: int, scale: float = 0.05) -> RegressionModel:
+    """A stand-in for a fine-tuned model: every trainable float tensor moved by noise."""
+    out = copy.deepcopy(model)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in out.parameters():
+            if p.requires_grad:
+                p.add_(scale * torch.randn(p.shape, generator=gen))
+    return out.eval()
+
+
+def _batch(tokenizer, smiles=SMILES):
+    return _pad(tokenizer, _encode(tokenizer, smiles), torch.device("cpu"))
+
+
+# ------------------------------------------------------------------------------------------- groups
+def test_layer_groups_cover_every_parameter_once(tokenizer):
+    model = _model(tokenizer, layers=3)
+    groups = layer_groups(model)
+    assert list(groups) == ["embeddings", "layer.0", "layer.1", "layer.2", "head"]
+    flat = [n for names in groups.values() for n in names]
+    assert sorted(flat) == sorted(n for n, _ in model.named_parameters())
+    assert len(flat) == len(set(flat))
+    assert "backbone.encoder.embed_positions.weight" in groups["embeddings"]
+    assert all(".layer.1." in n for n in groups["layer.1"])
+    assert groups["head"] == [n for n, _ in model.named_parameters() if n.startswith("head.")]
+
+
+def test_coarse_groups_split_four_layers_2_1_1(tokenizer):
+    model = _model(tokenizer, layers=4)
+    coarse = coarse_groups(model)
+    fine = layer_groups(model)
+    assert list(coarse) == ["embeddings", "early", "middle", "late"]
+    assert coarse["early"] == fine["layer.0"] + fine["layer.1"]
+    assert coarse["middle"] == fine["layer.2"]
+    assert coarse["late"] == fine["layer.3"]
+
+
+# ----------------------------------------------------------------------------------------- partial
+def test_linear_probe_keeps_backbone_bit_identical(tokenizer):
+    model = _model(tokenizer, layers=1)
+    before = snapshot_state(model)
+    res = fit(model, tokenizer, SMILES, Y, SMILES, Y, QUICK, linear_probe_hooks(), progress=False)
+    after = model.state_dict()
+    assert res.n_trainable == sum(p.numel() for p in model.head.parameters())
+    for k, v in before.items():
+        if k.startswith("backbone."):
+            assert torch.equal(v, after[k]), k
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("head."))
+
+
+def test_surgical_changes_only_chosen_group_and_head(tokenizer):
+    model = _model(tokenizer, layers=3)
+    before = snapshot_state(model)
+    fit(model, tokenizer, SMILES, Y, SMILES, Y, QUICK, surgical_hooks("middle"), progress=False)
+    allowed = set(coarse_groups(model)["middle"]) | {n for n, _ in model.named_parameters() if n.startswith("head.")}
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed, "nothing trained"
+    assert changed <= allowed
+    assert any(".layer.1." in k for k in changed) and any(k.startswith("head.") for k in changed)
+    with pytest.raises(ValueError):
+        surgical_hooks("top")
+
+
+def test_lp_ft_runs_probe_then_full(tokenizer):
+    model = _model(tokenizer, layers=1)
+    cfg = TrainConfig(epochs=1, batch_size=4, patience=5, mixed_precision="no")
+    lp, ft = lp_ft(model, tokenizer, SMILES, Y, SMILES, Y, cfg, cfg, progress=False)
+    assert lp.n_trainable == sum(p.numel() for p in model.head.parameters())
+    assert ft.n_trainable == sum(p.numel() for p in model.parameters())
+
+
+# ---------------------------------------------------------------------------------- regularisers
+def test_l2sp_zero_at_pretrained_and_matches_hand_computation(tokenizer):
+    model = _model(tokenizer, layers=1)
+    pt = snapshot_state(model.backbone)
+    hooks = l2sp_hooks(pt, alpha=0.1, beta=0.3)
+    with torch.no_grad():
+        for p in model.head.parameters():
+            p.zero_()
+    assert hooks.extra_loss(model, None, None, None).item() == 0.0
+    with torch.no_grad():
+        model.backbone.embeddings.LayerNorm.bias.add_(0.5)  # 32 entries, each off by 0.5
+        model.head[3].bias.fill_(2.0)
+    # 0.1/2 * 32 * 0.25 + 0.3/2 * 4 = 0.4 + 0.6
+    assert hooks.extra_loss(model, None, None, None).item() == pytest.approx(1.0, rel=1e-6)
+    prefixed = {f"backbone.{k}": v for k, v in pt.items()}
+    assert l2sp_penalty(model, prefixed, 0.1, 0.3).item() == pytest.approx(1.0, rel=1e-6)
+
+
+def test_feature_map_zero_at_pretrained_and_equals_formula(tokenizer):
+    model = _model(tokenizer, layers=1)
+    hooks = feature_map_hooks(model.backbone, delta=0.7)
+    batch = _batch(tokenizer)
+    pred, feats = model(**batch, return_features=True)
+    assert hooks.extra_loss(model, batch, pred, feats).item() == 0.0
+    ft = _perturbed(model, seed=3)
+    pred, f_ft = ft(**batch, return_features=True)
+    with torch.no_grad():
+        f_pt = model.embed(**batch)
+    expected = 0.7 / 2 * ((f_ft - f_pt) ** 2).sum(1).mean()
+    got = hooks.extra_loss(ft, batch, pred, f_ft)
+    assert got.item() > 0
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+    got.backward()
+    assert ft.backbone.embeddings.word_embeddings.weight.grad.abs().sum() > 0
+
+
+def test_bss_equals_smallest_squared_singular_values():
+    f = torch.tensor([[3.0, 0.0], [0.0, 2.0], [0.0, 0.0]])
+    assert bss_penalty(f, 0.5, k=1).item() == pytest.approx(0.5 * 4.0)
+    assert bss_penalty(f, 0.5, k=2).item() == pytest.approx(0.5 * 13.0)
+    g = torch.randn(8, 5, generator=torch.Generator().manual_seed(0))
+    sigma = torch.linalg.svdvals(g)
+    hook = bss_hooks(delta=0.1, k=1)
+    assert hook.extra_loss(None, None, None, g).item() == pytest.approx(0.1 * sigma.min().item() ** 2, rel=1e-5)
+
+
+# ------------------------------------------------------------------------------------ WiSE-FT, soups
+def test_wise_ft_endpoints_and_midpoint(tokenizer):
+    pt_model = _model(tokenizer, layers=2)
+    pt_state = snapshot_state(pt_model.backbone)
+    ft = _perturbed(pt_model, seed=1)
+    at0 = wise_ft(pt_state, ft, 0.0)
+    for k, v in at0.backbone.state_dict().items():
+        assert torch.equal(v, pt_state[k]), k
+    for k, v in at0.head.state_dict().items():
+        assert torch.equal(v, ft.head.state_dict()[k])
+    at1 = wise_ft(pt_state, ft, 1.0)
+    for k, v in at1.state_dict().items():
+        assert torch.equal(v, ft.state_dict()[k]), k
+    scaler = TargetScaler("none")
+    np.testing.assert_array_equal(
+        predict(at1, tokenizer, SMILES, scaler, mixed_precision="no"),
+        predict(ft, tokenizer, SMILES, scaler, mixed_precision="no"),
+    )
+    mid = wise_ft(pt_state, ft, 0.5)
+    ft_state = ft.backbone.state_dict()
+    for k, v in mid.backbone.state_dict().items():
+        torch.testing.assert_close(v, (pt_state[k] + ft_state[k]) / 2)
+    assert not torch.equal(
+        mid.backbone.embeddings.word_embeddings.weight, ft_state["embeddings.word_embeddings.weight"]
+    )
+
+
+def test_uniform_soup_is_elementwise_mean(tokenizer):
+    base = _model(tokenizer, layers=1)
+    a, b = _perturbed(base, 1), _perturbed(base, 2)
+    soup = uniform_soup([a, b])
+    sa, sb = a.state_dict(), b.state_dict()
+    for k, v in soup.state_dict().items():
+        torch.testing.assert_close(v, (sa[k] + sb[k]) / 2, rtol=0, atol=1e-7)
+
+
+def test_greedy_soup_never_accepts_a_worse_soup(tokenizer):
+    base = _model(tokenizer, layers=1)
+
+    def with_bias(value: float) -> RegressionModel:
+        m = copy.deepcopy(base)
+        with torch.no_grad():
+            m.head[3].bias.fill_(value)
+        return m
+
+    def score(m: RegressionModel) -> float:  # distance of the output bias to 0.4: lower is better
+        return abs(m.head[3].bias.item() - 0.4)
+
+    models = [with_bias(10.0), with_bias(0.0), with_bias(1.0)]
+    soup, ingredients, rows = greedy_soup(models, score)
+    assert ingredients == [1, 2]  # 0.0 (best alone), then 1.0 (soup bias 0.5); 10.0 would give 3.67
+    assert soup.head[3].bias.item() == pytest.approx(0.5)
+    assert [r["accepted"] for r in rows] == [True, True, False]
+    # random cases: the soup score only ever improves and never exceeds the best single model
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        models = [with_bias(float(v)) for v in rng.normal(0.4, 2.0, size=4)]
+        soup, ingredients, rows = greedy_soup(models, score)
+        best = rows[0]["soup_score"]
+        for r in rows[1:]:
+            if r["accepted"]:
+                assert r["soup_score"] <= best
+                best = r["soup_score"]
+            else:
+                assert r["soup_score"] > best
+        assert score(soup) == pytest.approx(best) and best <= min(score(m) for m in models)
+
+
+# ----------------------------------------------------------------------------------------- RoFt-Mol
+def test_layerwise_interpolation_gradients_reach_every_group(tokenizer):
+    pt_model = _model(tokenizer, layers=3)
+    ft = _perturbed(pt_model, seed=1, scale=0.2)
+    for param in ("clamp", "sigmoid"):
+        module = LayerwiseInterpolation(snapshot_state(pt_model.backbone), ft, parameterisation=param)
+        assert module.group_names == ["embeddings", "layer.0", "layer.1", "layer.2"]
+        pred = module(**_batch(tokenizer))
+        ((pred - 1.0) ** 2).mean().backward()
+        grad = module.raw_alpha.grad
+        assert grad is not None and grad.shape == (4,)
+        assert torch.all(grad.abs() > 0), grad
+        assert all(p.grad is None for p in module.model.parameters())
+
+
+def test_fit_roft_mol_lowers_fit_loss_and_materialises_consistently(tokenizer):
+    pt_model = _model(tokenizer, layers=2)
+    pt_state = snapshot_state(pt_model.backbone)
+    ft = _perturbed(pt_model, seed=1, scale=0.3)
+    scaler = TargetScaler("none")
+    # labels produced by the interpolation at alpha = 0.3: the fit should move alpha down from 0.9
+    y = predict(wise_ft(pt_state, ft, 0.3), tokenizer, SMILES, scaler, mixed_precision="no")
+    fit_idx, sel_idx = np.arange(0, 12, 2), np.arange(1, 12, 2)
+    res = fit_roft_mol(
+        pt_state,
+        ft,
+        tokenizer,
+        SMILES,
+        y,
+        scaler,
+        fit_indices=fit_idx,
+        select_indices=sel_idx,
+        steps=60,
+        lr=0.05,
+        batch_size=6,
+        eval_every=5,
+        patience=20,
+        mixed_precision="no",
+        device=torch.device("cpu"),
+        progress=False,
+    )
+    assert set(res.alphas) == {"embeddings", "layer.0", "layer.1"}
+    np.testing.assert_array_equal(res.fit_indices, fit_idx)
+    np.testing.assert_array_equal(res.select_indices, sel_idx)
+    # the reported selection RMSE is the returned model's RMSE on the select part (not the fit part)
+    sel_pred = predict(res.model, tokenizer, [SMILES[i] for i in sel_idx], scaler, mixed_precision="no")
+    assert res.best_select_rmse == pytest.approx(float(np.sqrt(np.mean((sel_pred - y[sel_idx]) ** 2))), rel=1e-4)
+    assert all(0.0 <= a <= 1.0 for a in res.alphas.values())
+    assert res.best_step > 0 and res.best_select_rmse < res.history[0]["select_rmse"]
+
+    def fit_mse(alpha: list[float]) -> float:
+        module = LayerwiseInterpolation(pt_state, ft)
+        with torch.no_grad():
+            module.raw_alpha.copy_(torch.tensor(alpha))
+            pred = module(**_batch(tokenizer, [SMILES[i] for i in fit_idx]))
+        return float(((pred - torch.tensor(y[fit_idx], dtype=torch.float32)) ** 2).mean())
+
+    assert fit_mse(list(res.alphas.values())) < 0.5 * fit_mse([0.9, 0.9, 0.9])
+    # the returned model predicts what functional_call with the learned alpha predicts
+    module = LayerwiseInterpolation(pt_state, ft)
+    with torch.no_grad():
+        module.raw_alpha.copy_(torch.tensor(list(res.alphas.values())))
+        batch = _batch(tokenizer)
+        torch.testing.assert_close(res.model(**batch), module(**batch), rtol=1e-6, atol=1e-6)
+    # the fine-tuned model passed in is untouched
+    for k, v in ft.state_dict().items():
+        assert torch.equal(v, _perturbed(pt_model, seed=1, scale=0.3).state_dict()[k])
+
+
+def test_fit_roft_mol_splits_held_out_data_in_two(tokenizer):
+    pt_model = _model(tokenizer, layers=1)
+    ft = _perturbed(pt_model, seed=2)
+    scaler = TargetScaler("none")
+    kw = {"steps": 2, "eval_every": 1, "mixed_precision": "no", "device": torch.device("cpu"), "progress": False}
+    res = fit_roft_mol(snapshot_state(pt_model.backbone), ft, tokenizer, SMILES, Y, scaler, fit_fraction=0.5, **kw)
+    assert len(res.fit_indices) == 6 and len(res.select_indices) == 6
+    assert sorted([*res.fit_indices, *res.select_indices]) == list(range(12))
+    with pytest.raises(ValueError, match="overlap"):
+        fit_roft_mol(
+            pt_model.backbone.state_dict(),
+            ft,
+            tokenizer,
+            SMILES,
+            Y,
+            scaler,
+            fit_indices=[0, 1],
+            select_indices=[1, 2],
+            **kw,
+        )
+
+
+# --------------------------------------------------------------------------------------- label subset
+def test_label_subset_nested_and_deterministic():
+    train = np.arange(1000, 1600)
+    small, mid, large = (label_subset(train, n, seed=3) for n in (50, 100, 500))
+    assert len(small) == 50 and len(mid) == 100 and len(large) == 500
+    assert set(small) <= set(mid) <= set(large) <= set(train)
+    np.testing.assert_array_equal(small, label_subset(train, 50, seed=3))
+    np.testing.assert_array_equal(small, label_subset(train[::-1], 50, seed=3))  # input order irrelevant
+    assert not np.array_equal(small, label_subset(train, 50, seed=4))
+    np.testing.assert_array_equal(label_subset(train, "all", seed=0), train)
+    np.testing.assert_array_equal(label_subset(train, None, seed=0), train)
+    with pytest.raises(ValueError):
+        label_subset(train, 601, seed=0)
