@@ -55,6 +55,8 @@ __all__ = [
     "finetuned_model",
     "load_masked_lm",
     "load_task",
+    "RECIPE",
+    "recipe_configs",
     "mlm_adapted_backbone",
     "resolve_smoke",
 ]
@@ -65,6 +67,45 @@ log = logging.getLogger(__name__)
 SMOKE_SIZES = {"train": 64, "valid": 32, "test": 32, "pool": 40}
 #: Bump when the way an artefact is built changes; old cache entries are then never reused.
 CODE_VERSIONS = {"finetuned": "1", "mlm_adapted": "1"}
+
+
+#: The notebook-01 fine-tuning recipe. Notebook 01 states the same values in its parameters cell (a test
+#: checks they agree); later notebooks build their configurations with :func:`recipe_configs`, so they
+#: reuse notebook 01's cached models.
+RECIPE = {
+    "epochs": 15,
+    "patience": 5,
+    "batch_size": 32,
+    "lr_backbone": 1e-4,
+    "lr_head": 1e-3,
+    "mlm_epochs": 10,
+    "mlm_lr": 1e-4,
+    "mlm_batch_size": 64,
+}
+
+
+def recipe_configs(seed: int, smoke: bool = False, **overrides: float) -> tuple[TrainConfig, MLMConfig]:
+    """Fine-tuning and MLM configurations of the notebook-01 recipe (``overrides`` replace RECIPE keys).
+
+    Smoke mode trains one epoch and half an MLM epoch.
+    """
+    r = RECIPE | overrides
+    train = TrainConfig(
+        epochs=1 if smoke else int(r["epochs"]),
+        patience=int(r["patience"]),
+        batch_size=int(r["batch_size"]),
+        lr_backbone=float(r["lr_backbone"]),
+        lr_head=float(r["lr_head"]),
+        seed=seed,
+    )
+    mlm = MLMConfig(
+        epochs=0.5 if smoke else float(r["mlm_epochs"]),
+        lr=float(r["mlm_lr"]),
+        batch_size=int(r["mlm_batch_size"]),
+        seed=seed,
+        eval_every=0 if smoke else 50,
+    )
+    return train, mlm
 
 
 def resolve_smoke(smoke: bool | None) -> bool:
