@@ -715,3 +715,197 @@ def inference_seconds(
         predict(model, tokenizer, smiles, scaler, batch_size, mixed_precision)
         times.append(time.perf_counter() - t0)
     return float(statistics.median(times))
+
+
+# ---------------------------------------------------------------------------------------------
+# parameter budgets without weights, memory in a fresh process, Pareto figure (notebook 04)
+# ---------------------------------------------------------------------------------------------
+
+
+def encoder_without_weights(
+    num_layers: int = 12,
+    hidden: int = 768,
+    heads: int = 12,
+    intermediate: int = 3072,
+    vocab_size: int = 2362,
+    max_positions: int = 512,
+) -> nn.Module:
+    """A RoFormer encoder with the given shapes on the ``meta`` device (no memory, no weights).
+
+    Used to *compute* (not measure) parameter budgets of a larger model, e.g. MoLFormer-XL's
+    published shape (12 layers, hidden 768, 12 heads). Module names match MoLFormer's
+    (``encoder.layer.{i}.attention.self.{query,key,value}``, ``intermediate.dense``, ``output.dense``),
+    so :func:`prepare` targets the same projections. MoLFormer's linear attention adds only small
+    feature-map parameters, which this stand-in does not have.
+    """
+    from transformers import RoFormerConfig, RoFormerModel
+
+    config = RoFormerConfig(
+        vocab_size=vocab_size,
+        embedding_size=hidden,
+        hidden_size=hidden,
+        num_hidden_layers=num_layers,
+        num_attention_heads=heads,
+        intermediate_size=intermediate,
+        max_position_embeddings=max_positions,
+    )
+    with torch.device("meta"):
+        return RoFormerModel(config)
+
+
+def parameter_budget(
+    backbone: nn.Module,
+    methods: Sequence[str] = METHODS,
+    settings: dict[str, Settings] | None = None,
+    total_steps: int = 1000,
+) -> list[dict[str, Any]]:
+    """Trainable-parameter counts of every method for ``backbone`` (which is not modified).
+
+    Each method is applied to a deep copy of ``backbone`` inside a fresh
+    :class:`~molft_utils.models.RegressionModel`; works on ``meta``-device encoders from
+    :func:`encoder_without_weights`.
+
+    Returns
+    -------
+    list of dict
+        Per method: ``n_trainable``, ``n_trainable_backbone``, ``n_total``, ``n_head``,
+        ``n_backbone`` (base encoder parameters, adapters excluded), ``percent_trainable`` (of
+        everything, head included, as peft counts) and ``percent_backbone`` (trainable encoder
+        parameters relative to the base encoder).
+    """
+    import copy
+
+    settings = settings or {}
+    rows = []
+    n_backbone = sum(p.numel() for p in backbone.parameters())
+    device = next(backbone.parameters()).device
+    for method in methods:
+        with torch.device(device):
+            reg = RegressionModel(copy.deepcopy(backbone))
+        setup = prepare(reg, method, settings.get(method), total_steps=total_steps)
+        n_head = setup.n_trainable - setup.n_trainable_backbone
+        rows.append(
+            {
+                "method": method,
+                "n_trainable": setup.n_trainable,
+                "n_trainable_backbone": setup.n_trainable_backbone,
+                "n_head": n_head,
+                "n_backbone": n_backbone,
+                "n_total": setup.n_total,
+                "percent_trainable": setup.percent_trainable,
+                "percent_backbone": 100.0 * setup.n_trainable_backbone / n_backbone,
+            }
+        )
+    return rows
+
+
+def _memory_child(queue: Any, job: dict[str, Any]) -> None:  # pragma: no cover - runs in a subprocess
+    """Subprocess body of :func:`training_memory_subprocess`."""
+    import resource
+
+    from .models import load_backbone
+    from .train import TrainConfig, fit
+
+    try:
+        torch.set_num_threads(job["threads"])
+        torch.manual_seed(job["seed"])
+        backbone, tokenizer = load_backbone(job["backbone"])
+        model = RegressionModel(backbone)
+        steps_per_epoch = -(-len(job["smiles"]) // job["batch_size"])
+        setup = prepare(model, job["method"], total_steps=steps_per_epoch)
+        config = TrainConfig(
+            epochs=1, batch_size=job["batch_size"], lr_backbone=job["lr"], patience=1, seed=job["seed"]
+        )
+        n_valid = min(len(job["smiles"]), job["batch_size"])
+        with peak_memory("cpu", interval=0.002) as mem:
+            fit(
+                setup.model, tokenizer, job["smiles"], job["labels"], job["smiles"][:n_valid],
+                job["labels"][:n_valid], config, hooks=setup.hooks, progress=False,
+            )
+        maxrss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+        queue.put({"peak_mib": mem.peak_mib, "baseline_mib": mem.baseline_mib, "maxrss_mib": maxrss_mib,
+                   "samples": mem.samples, "steps": steps_per_epoch, "error": None})
+    except Exception as exc:  # report instead of hanging the parent
+        queue.put({"error": f"{type(exc).__name__}: {exc}"})
+
+
+def training_memory_subprocess(
+    backbone: str | Path,
+    method: str,
+    smiles: Sequence[str],
+    labels: Sequence[float],
+    lr: float = 1e-4,
+    batch_size: int = 32,
+    seed: int = 0,
+    threads: int = 1,
+    timeout: float = 600.0,
+) -> dict[str, Any]:
+    """Peak CPU memory of one short training epoch of ``method``, measured in a fresh process.
+
+    In one long-lived process the resident set size depends on what ran before (the allocator keeps
+    freed memory), so :func:`peak_memory` numbers are order-dependent. Here every method starts in a
+    new ``spawn``-ed interpreter: it loads ``backbone`` (a folder for
+    :func:`~molft_utils.models.load_backbone`), prepares ``method`` and trains one epoch on
+    ``smiles``; the peak RSS increase over the level after loading is reported (sampled every 2 ms,
+    so it can still miss very short spikes), together with the process's lifetime ``maxrss``.
+
+    Returns
+    -------
+    dict
+        ``peak_mib`` (increase during training), ``baseline_mib`` (RSS after loading),
+        ``maxrss_mib``, ``samples``, ``steps``; ``error`` is None or the child's exception.
+    """
+    import multiprocessing as mp
+
+    _check_method(method)
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    job = {
+        "backbone": str(backbone), "method": method, "smiles": list(smiles), "labels": [float(y) for y in labels],
+        "lr": float(lr), "batch_size": int(batch_size), "seed": int(seed), "threads": int(threads),
+    }
+    proc = ctx.Process(target=_memory_child, args=(queue, job), daemon=True)
+    proc.start()
+    try:
+        result = queue.get(timeout=timeout)
+    except Exception as exc:  # queue.Empty on timeout
+        result = {"error": f"no result from the measuring process ({type(exc).__name__})"}
+    proc.join(timeout=30)
+    if proc.is_alive():
+        proc.terminate()
+        proc.join()
+    if result.get("error"):
+        log.warning("memory measurement of %s failed: %s", method, result["error"])
+        result.setdefault("peak_mib", float("nan"))
+    return result
+
+
+def pareto_figure(rows: Sequence[dict[str, Any]], x: str = "n_trainable_backbone", y: str = "test_rmse",
+                  size: str = "seconds_per_epoch", title: str = "") -> Any:
+    """Test RMSE against trainable parameters (log scale), marker area proportional to ``size``.
+
+    The Pareto front (no other method has both fewer trainable parameters and a lower RMSE) is
+    drawn as a step line. ``rows`` are dicts with ``method`` and the three keys.
+    """
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.2, 4.0))
+    sizes = [float(r[size]) for r in rows]
+    scale = 400.0 / max(max(sizes), 1e-9)
+    for i, r in enumerate(rows):
+        ax.scatter(max(r[x], 1), r[y], s=max(scale * float(r[size]), 15.0), alpha=0.6, color=f"C{i % 10}",
+                   edgecolor="k", label=f"{r['method']} ({float(r[size]):.1f} s/epoch)")
+        ax.annotate(r["method"], (max(r[x], 1), r[y]), textcoords="offset points", xytext=(6, 6), fontsize=8)
+    front = sorted(rows, key=lambda r: (r[x], r[y]))
+    best, pts = float("inf"), []
+    for r in front:
+        if r[y] < best:
+            best = r[y]
+            pts.append((max(r[x], 1), r[y]))
+    if len(pts) > 1:
+        ax.step(*zip(*pts, strict=True), where="post", color="grey", lw=1, ls="--", label="Pareto front")
+    ax.set(xscale="log", xlabel=f"trainable parameters ({x.replace('_', ' ')}, log scale)",
+           ylabel="test RMSE (logD)", title=title)
+    ax.legend(frameon=False, fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig

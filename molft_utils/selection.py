@@ -34,6 +34,17 @@ Strategies
     farthest away. Structure-based and model-free.
 ``top``
     :func:`top_n` - the ``n`` highest scores (for example influence scores from notebook 02).
+    :func:`cached_influence_scores` computes them with :func:`molft_utils.influence.influence_scores`
+    (Koh & Liang, ICML 2017) and stores them in the run cache (kind ``"influence_scores"``) so that
+    notebooks 02 and 03 can share one computation.
+
+Evaluating a selection
+----------------------
+:func:`merge_additions` appends the chosen pool molecules to the training split and
+:func:`finetune_with_additions` fine-tunes a fresh regression model on the merged set from a given backbone
+folder (in the notebook: the MLM-adapted backbone of notebook 01), cached under kind
+``"selection_finetuned"``. :func:`pool_label_noise` compares the pool's labels with the Lipophilicity labels
+of the same molecules in the training split - a direct measurement of how noisy the added labels are.
 
 :func:`select` dispatches on the strategy name for the notebook; :data:`SELECTORS` lists the names and the
 inputs each needs.
@@ -44,29 +55,42 @@ pick order (the first picks are the most spread out); ``top`` returns them best 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from rdkit import Chem, DataStructs, RDLogger
 from rdkit.Chem import rdFingerprintGenerator
 from rdkit.SimDivFilters import MaxMinPicker
 from sklearn.cluster import KMeans
 from tqdm.auto import tqdm
-from transformers import PreTrainedTokenizerBase
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from .batching import sequential_batches
-from .models import RegressionModel
-from .train import _encode, _pad
+from .models import RegressionModel, load_backbone
+from .runs import ModelCache, to_jsonable
+from .train import FitResult, TargetScaler, TrainConfig, _encode, _pad, fit
 
 __all__ = [
     "SELECTORS",
     "STRATUM_NAMES",
+    "SelectionRun",
     "allocate",
+    "cached_influence_scores",
     "ecfp4_bitvectors",
+    "finetune_with_additions",
+    "frame_sha256",
+    "influence_cache_key",
+    "merge_additions",
+    "pool_label_noise",
     "embed_smiles",
     "kmeans_diversity_sample",
     "maxmin_sample",
@@ -432,3 +456,258 @@ def select(
     if strategy == "top":
         return func(value, n, **options)
     return func(value, n, seed=seed, **options)
+
+
+# --------------------------------------------------------------------------------------------
+# influence scores through the run cache
+# --------------------------------------------------------------------------------------------
+
+#: Bump when the way cached influence scores / selection fine-tunes are computed changes.
+CODE_VERSIONS = {"influence_scores": "1", "selection_finetuned": "1"}
+
+
+def frame_sha256(frame: pd.DataFrame, columns: Sequence[str] = ("smiles", "label")) -> str:
+    """sha256 of the given columns of ``frame``, row by row (identifies a data part in cache keys)."""
+    text = "\n".join("\t".join(repr(v) for v in row) for row in frame[list(columns)].itertuples(index=False))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def influence_cache_key(
+    model_entry: str,
+    train: pd.DataFrame,
+    target: pd.DataFrame,
+    pool: pd.DataFrame,
+    subset: str | int = "head",
+    solver: str = "cg",
+    damping: float = 0.01,
+    solver_kwargs: Mapping[str, Any] | None = None,
+) -> dict:
+    """Cache key of influence scores: fine-tuned model entry + data checksums + solver settings.
+
+    ``model_entry`` is the name of the fine-tuned model's cache folder
+    (``pipeline.finetuned_model(...).path.name``), which already hashes its task, backbone and recipe.
+    """
+    return {
+        "code_version": CODE_VERSIONS["influence_scores"],
+        "finetuned_entry": str(model_entry),
+        "train_sha256": frame_sha256(train),
+        "target_sha256": frame_sha256(target),
+        "pool_sha256": frame_sha256(pool),
+        "subset": subset,
+        "solver": solver,
+        "damping": float(damping),
+        "solver_kwargs": dict(solver_kwargs or {}),
+    }
+
+
+def cached_influence_scores(
+    model: RegressionModel,
+    tokenizer: PreTrainedTokenizerBase,
+    scaler: TargetScaler | None,
+    model_entry: str,
+    train: pd.DataFrame,
+    target: pd.DataFrame,
+    pool: pd.DataFrame,
+    cache: ModelCache | None = None,
+    subset: str | int = "head",
+    solver: str = "cg",
+    damping: float = 0.01,
+    solver_kwargs: Mapping[str, Any] | None = None,
+    progress: bool = False,
+) -> tuple[np.ndarray, dict, bool]:
+    """Influence of every pool molecule on the mean target loss, computed once and cached.
+
+    Calls :func:`molft_utils.influence.influence_scores` (positive score = adding the molecule is predicted to
+    lower the target loss) and stores ``scores.npy`` plus ``info.json`` (solver diagnostics, timings) under
+    cache kind ``"influence_scores"`` with the key of :func:`influence_cache_key`.
+
+    Parameters
+    ----------
+    model, tokenizer, scaler
+        The fine-tuned model, its tokenizer and target scaler.
+    model_entry
+        Name of the model's cache folder (part of the key).
+    train, target, pool
+        Frames with ``smiles`` and ``label``: the Hessian's training set, the target set (validation split)
+        and the candidates.
+    cache
+        Defaults to :class:`~molft_utils.runs.ModelCache`.
+    subset, solver, damping, solver_kwargs
+        Passed to :func:`~molft_utils.influence.influence_scores`.
+    progress
+        tqdm bars (silenced when ``CI`` is set).
+
+    Returns
+    -------
+    (scores, info, cache_hit)
+        Scores aligned with ``pool`` rows, the stored diagnostics, and whether the cache already had them.
+    """
+    from .influence import influence_scores
+
+    cache = cache or ModelCache()
+    key = influence_cache_key(model_entry, train, target, pool, subset, solver, damping, solver_kwargs)
+    hit = cache.has("influence_scores", key)
+
+    def build(out: Path) -> None:
+        res = influence_scores(
+            model,
+            tokenizer,
+            list(train.smiles),
+            list(train.label),
+            list(target.smiles),
+            list(target.label),
+            list(pool.smiles),
+            list(pool.label),
+            scaler=scaler,
+            subset=subset,
+            solver=solver,
+            damping=damping,
+            solver_kwargs=solver_kwargs,
+            progress=progress,
+        )
+        np.save(out / "scores.npy", np.asarray(res.scores, dtype=np.float64))
+        info = {"solver": asdict(res.solver), "timings": res.timings, "n_params": res.n_params}
+        (out / "info.json").write_text(json.dumps(to_jsonable(info), indent=2) + "\n")
+
+    path = cache.get_or_create("influence_scores", key, build)
+    scores = np.load(path / "scores.npy")
+    info = json.loads((path / "info.json").read_text()) | {"cache_entry": path.name}
+    if len(scores) != len(pool):
+        raise RuntimeError(f"cached influence scores at {path} have {len(scores)} rows, pool has {len(pool)}")
+    return scores, info, hit
+
+
+# --------------------------------------------------------------------------------------------
+# fine-tuning on the training split plus a selection
+# --------------------------------------------------------------------------------------------
+
+
+def merge_additions(train: pd.DataFrame, pool: pd.DataFrame, positions: Sequence[int] | np.ndarray) -> pd.DataFrame:
+    """The training split with the pool rows at ``positions`` appended; column ``source`` says which is which.
+
+    Raises
+    ------
+    ValueError
+        For repeated or out-of-range positions.
+    """
+    pos = np.asarray(positions, dtype=np.int64)
+    if len(np.unique(pos)) != len(pos):
+        raise ValueError("positions contain duplicates")
+    if len(pos) and (pos.min() < 0 or pos.max() >= len(pool)):
+        raise ValueError(f"positions out of range for a pool of {len(pool)} molecules")
+    added = pool.iloc[pos].assign(source="pool")
+    return pd.concat([train.assign(source="train"), added], ignore_index=True)
+
+
+@dataclass
+class SelectionRun:
+    """A fine-tuned model of one selection strategy (loaded from the cache)."""
+
+    model: RegressionModel
+    tokenizer: PreTrainedTokenizerBase
+    scaler: TargetScaler
+    fit: FitResult
+    path: Path
+    cache_hit: bool
+
+
+def finetune_with_additions(
+    backbone_path: str | Path,
+    train: pd.DataFrame,
+    valid: pd.DataFrame,
+    config: TrainConfig,
+    cache: ModelCache | None = None,
+    key_extra: Mapping[str, Any] | None = None,
+    progress: bool = False,
+) -> SelectionRun:
+    """Fine-tune a fresh :class:`RegressionModel` from ``backbone_path`` on ``train`` (cached).
+
+    The regression head is initialised with ``torch.manual_seed(config.seed)``, exactly as
+    :func:`molft_utils.pipeline.finetuned_model` does, so runs that differ only in their training rows are
+    paired (same seed, same initial head, same recipe).
+
+    Parameters
+    ----------
+    backbone_path
+        A folder loadable with :func:`molft_utils.models.load_backbone` (e.g. the MLM-adapted backbone).
+    train
+        Training rows (``smiles``, ``label``), e.g. from :func:`merge_additions`.
+    valid
+        Validation rows for early stopping.
+    config
+        Fine-tuning recipe.
+    cache
+        Defaults to :class:`~molft_utils.runs.ModelCache`; entries under kind ``"selection_finetuned"``.
+    key_extra
+        Anything else that identifies the run (e.g. the backbone's cache entry and the strategy name).
+    progress
+        tqdm bars.
+
+    Returns
+    -------
+    SelectionRun
+        The best-validation-epoch model in eval mode, its scaler and fit record.
+    """
+    cache = cache or ModelCache()
+    backbone_path = Path(backbone_path)
+    key = {
+        "code_version": CODE_VERSIONS["selection_finetuned"],
+        "backbone_entry": backbone_path.name,
+        "train_sha256": frame_sha256(train),
+        "valid_sha256": frame_sha256(valid),
+        "train": asdict(config),
+        **dict(key_extra or {}),
+    }
+    hit = cache.has("selection_finetuned", key)
+
+    def build(out: Path) -> None:
+        backbone, tokenizer = load_backbone(backbone_path)
+        torch.manual_seed(config.seed)
+        reg = RegressionModel(backbone)
+        res = fit(
+            reg,
+            tokenizer,
+            list(train.smiles),
+            list(train.label),
+            list(valid.smiles),
+            list(valid.label),
+            config,
+            progress=progress,
+        )
+        reg.save(out / "model", extra={"scaler": res.scaler.to_dict()})
+        tokenizer.save_pretrained(out / "model")
+        record = {k: v for k, v in asdict(res).items() if k != "scaler"} | {"scaler": res.scaler.to_dict()}
+        (out / "fit.json").write_text(json.dumps(to_jsonable(record), indent=2) + "\n")
+
+    path = cache.get_or_create("selection_finetuned", key, build)
+    reg, meta = RegressionModel.load(path / "model")
+    tokenizer = AutoTokenizer.from_pretrained(path / "model")
+    record = json.loads((path / "fit.json").read_text())
+    scaler = TargetScaler.from_dict(meta["scaler"])
+    fit_result = FitResult(**{k: v for k, v in record.items() if k != "scaler"}, scaler=scaler)
+    return SelectionRun(reg, tokenizer, scaler, fit_result, path, hit)
+
+
+def pool_label_noise(pool: pd.DataFrame, reference: pd.DataFrame, column: str = "smiles_flat") -> pd.DataFrame:
+    """Pool molecules that also occur in ``reference`` (matched on ``column``), with both labels.
+
+    Use it with the training split: the leakage filter removed validation/test overlaps from the pool, but
+    overlaps with the training split remain and measure how far the pool's labels are from Lipophilicity's.
+
+    Returns
+    -------
+    pd.DataFrame
+        Columns ``smiles``, ``pool_label``, ``reference_label`` (mean over duplicates in ``reference``) and
+        ``difference`` (pool − reference); one row per matching pool molecule.
+    """
+    ref = reference.groupby(column, sort=False)["label"].mean()
+    hits = pool[pool[column].isin(ref.index)]
+    out = pd.DataFrame(
+        {
+            "smiles": hits["smiles"].to_numpy(),
+            "pool_label": hits["label"].to_numpy(dtype=float),
+            "reference_label": ref.loc[hits[column]].to_numpy(dtype=float),
+        }
+    )
+    out["difference"] = out["pool_label"] - out["reference_label"]
+    return out
