@@ -1,0 +1,86 @@
+"""The student edition generated from the real course notebooks (the generator itself: test_student.py)."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from molft_utils.batch import discover_notebooks
+from molft_utils.student import BEGIN, CHECK_TAG, END, count_exercises, generate
+
+NOTEBOOKS = discover_notebooks()
+
+
+def _solution_lines(nb: nbformat.NotebookNode) -> set[str]:
+    lines: set[str] = set()
+    for cell in nb.cells:
+        inside = False
+        for line in cell.source.splitlines():
+            if line.strip() == BEGIN:
+                inside = True
+            elif line.strip() == END:
+                inside = False
+            elif inside and len(line.strip()) > 12:  # short lines ("return x") may legitimately recur
+                lines.add(line.strip())
+    return lines
+
+
+@pytest.fixture(scope="module")
+def edition(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("assignments")
+    generate(NOTEBOOKS[0].parent, out)
+    return out
+
+
+def test_every_notebook_has_a_student_edition(edition: Path) -> None:
+    assert sorted(p.name for p in edition.glob("*.ipynb")) == [p.name for p in NOTEBOOKS]
+    assert (edition / "README.md").is_file()
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_student_edition_has_no_solution_code(edition: Path, path: Path) -> None:
+    solution = nbformat.read(path, as_version=4)
+    student = nbformat.read(edition / path.name, as_version=4)
+    nbformat.validate(student)
+    assert count_exercises(student) == count_exercises(solution) >= 3
+    code = "\n".join(c.source for c in student.cells if c.cell_type == "code")
+    assert BEGIN not in code and END not in code
+    leaked = {line for line in _solution_lines(solution) if line in code}
+    assert not leaked, f"solution lines in the student edition: {sorted(leaked)[:3]}"
+    assert code.count("raise NotImplementedError(") >= count_exercises(solution)
+
+
+def test_regeneration_is_byte_identical(edition: Path, tmp_path: Path) -> None:
+    generate(NOTEBOOKS[0].parent, tmp_path)
+    for path in sorted(edition.iterdir()):
+        assert (tmp_path / path.name).read_bytes() == path.read_bytes(), path.name
+
+
+def test_check_cells_fail_until_the_exercises_are_done(edition: Path, tmp_path: Path) -> None:
+    """Executing the student edition of lesson 01 (smoke mode): every check cell raises."""
+    nb = nbformat.read(edition / NOTEBOOKS[0].name, as_version=4)
+    env = os.environ.copy()
+    os.environ.update({"MOLFT_SMOKE": "1", "MOLFT_CACHE": str(tmp_path / "cache")})
+    try:
+        NotebookClient(
+            nb,
+            timeout=600,
+            kernel_name="python3",
+            allow_errors=True,
+            resources={"metadata": {"path": str(NOTEBOOKS[0].parent)}},
+        ).execute()
+    finally:
+        os.environ.clear()
+        os.environ.update(env)
+    checks = [c for c in nb.cells if CHECK_TAG in c.metadata.get("tags", [])]
+    assert len(checks) >= 3
+    for cell in checks:
+        errors = [o for o in cell.outputs if o.output_type == "error"]
+        assert errors, f"check cell passed without the exercise being done:\n{cell.source[:200]}"
+        assert errors[0].ename == "NotImplementedError", errors[0].ename
+        assert re.search(r"Exercise", errors[0].evalue)
