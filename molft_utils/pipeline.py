@@ -153,6 +153,13 @@ class Task:
             "smoke": self.smoke,
         }
 
+    @property
+    def label(self) -> str:
+        """Human-readable split name, e.g. ``"random split (seed 0)"`` or ``"scaffold split"``."""
+        if self.split.kind == "scaffold":
+            return "scaffold split"
+        return f"{self.split.kind} split (seed {self.split.seed})"
+
     def sizes(self) -> dict[str, int]:
         """Molecules per part."""
         return {"train": len(self.train), "valid": len(self.valid), "test": len(self.test), "pool": len(self.pool)}

@@ -128,7 +128,7 @@ def diagnostics_table(records: Sequence[dict]) -> pd.DataFrame:
 
 def markdown_table(df: pd.DataFrame) -> str:
     """A GitHub-flavoured markdown table of ``df`` (no index); missing cells are shown as ``–``."""
-    cols = [str(c) for c in df.columns]
+    cols = [str(c).replace("|", "\\|") for c in df.columns]
     cells = [
         ["–" if (v is None or (isinstance(v, float) and np.isnan(v))) else str(v) for v in row]
         for row in df.itertuples(index=False)
