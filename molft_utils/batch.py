@@ -120,8 +120,9 @@ def plan_runs(
 ) -> list[RunSpec]:
     """Every (notebook, seed) run with its parameters, output folder and hash."""
     overrides = dict(overrides or {})
+    out = Path(out).resolve()  # papermill changes the process's working directory while it runs
     specs = []
-    for nb in notebooks:
+    for nb in (Path(n).resolve() for n in notebooks):
         src_hash = notebook_source_hash(nb)
         for seed in seeds:
             base = out / nb.stem
@@ -130,7 +131,7 @@ def plan_runs(
             out_dir = base / f"seed={seed}"
             params = {"seed": int(seed), "smoke": bool(smoke), **overrides}
             run_hash = config_hash({"notebook": nb.name, "source": src_hash, "parameters": params})
-            specs.append(RunSpec(nb, int(seed), params | {"out_dir": str(out_dir.resolve())}, out_dir, run_hash))
+            specs.append(RunSpec(nb, int(seed), params | {"out_dir": str(out_dir)}, out_dir, run_hash))
     return specs
 
 

@@ -47,6 +47,7 @@ def toy(tmp_path: Path) -> Path:
 
 def test_plan_runs_layout_and_hash(toy: Path, tmp_path: Path) -> None:
     specs = batch.plan_runs([toy], [0, 1], tmp_path / "out")
+    tmp_path = tmp_path.resolve()
     assert [s.out_dir for s in specs] == [
         tmp_path / "out" / "00_toy" / "seed=0",
         tmp_path / "out" / "00_toy" / "seed=1",
@@ -155,3 +156,11 @@ def test_report_groups_by_configuration(tmp_path: Path) -> None:
     assert text.count("## nb") == 2
     assert "1.050 ± 0.071 (n=2)" in text and "2.050 ± 0.071 (n=2)" in text
     assert "`scale=1`" in text and "`scale=2`" in text
+
+
+def test_parallel_jobs_with_relative_paths(toy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """papermill changes the working directory while it runs; parallel jobs must not be confused by that."""
+    monkeypatch.chdir(tmp_path)
+    argv = ["--notebooks", "nbs/00_toy.ipynb", "--seeds", "0", "1", "--out", "rel", "--jobs", "2", "--no-report"]
+    assert batch.main(argv) == 0
+    assert all((tmp_path / "rel" / "00_toy" / f"seed={s}" / "result.json").is_file() for s in (0, 1))
