@@ -59,6 +59,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -75,6 +76,7 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from .batching import sequential_batches
+from .influence import InfluenceResult
 from .models import RegressionModel, load_backbone
 from .runs import ModelCache, to_jsonable
 from .train import FitResult, TargetScaler, TrainConfig, _encode, _pad, fit
@@ -86,14 +88,15 @@ __all__ = [
     "allocate",
     "cached_influence_scores",
     "ecfp4_bitvectors",
+    "embed_smiles",
     "finetune_with_additions",
     "frame_sha256",
+    "head_influence_scores",
     "influence_cache_key",
-    "merge_additions",
-    "pool_label_noise",
-    "embed_smiles",
     "kmeans_diversity_sample",
     "maxmin_sample",
+    "merge_additions",
+    "pool_label_noise",
     "quantile_bins",
     "random_sample",
     "select",
@@ -481,6 +484,7 @@ def influence_cache_key(
     solver: str = "cg",
     damping: float = 0.01,
     solver_kwargs: Mapping[str, Any] | None = None,
+    damping_increases: int = 0,
 ) -> dict:
     """Cache key of influence scores: fine-tuned model entry + data checksums + solver settings.
 
@@ -497,7 +501,139 @@ def influence_cache_key(
         "solver": solver,
         "damping": float(damping),
         "solver_kwargs": dict(solver_kwargs or {}),
+        "damping_increases": int(damping_increases),
     }
+
+
+def head_influence_scores(
+    model: RegressionModel,
+    tokenizer: PreTrainedTokenizerBase,
+    scaler: TargetScaler | None,
+    train: pd.DataFrame,
+    target: pd.DataFrame,
+    pool: pd.DataFrame,
+    solver: str = "cg",
+    damping: float = 0.01,
+    solver_kwargs: Mapping[str, Any] | None = None,
+    batch_size: int = 512,
+    progress: bool = False,
+    damping_increases: int = 0,
+) -> InfluenceResult:
+    """Influence scores over the regression head only, on precomputed (frozen) backbone features.
+
+    With ``subset="head"`` only the head's parameters vary, so the encoder's mean-pooled features are
+    constants: they are computed once (:func:`embed_smiles`, eval mode, float32) and every gradient and
+    Hessian-vector product runs through the small head alone. Mathematically identical to
+    ``influence_scores(..., subset="head")`` (same loss, same Hessian, same sign convention: positive =
+    helpful), but each HVP costs milliseconds instead of a pass of the encoder over the training set.
+
+    Parameters
+    ----------
+    model, tokenizer, scaler
+        Fine-tuned model, tokenizer, target scaler (``None`` if labels are already scaled).
+    train, target, pool
+        Frames with ``smiles`` and ``label`` (Hessian set, target set, candidates).
+    solver, damping, solver_kwargs
+        See :func:`molft_utils.influence.compute_influence`.
+    batch_size
+        Minibatch for the feature-space gradients and HVPs.
+    progress
+        tqdm bars for the feature pass.
+    damping_increases
+        When CG meets non-positive curvature (``H + λI`` not positive definite), multiply ``λ`` by 10 and
+        solve again, at most this many times (the features are reused); the damping used is in
+        ``result.solver.damping``.
+
+    Raises
+    ------
+    ValueError
+        If ``H + λI`` is still not positive definite after the allowed increases.
+
+    Returns
+    -------
+    InfluenceResult
+        Scores aligned with ``pool`` rows; ``param_names`` carry the ``head.`` prefix.
+    """
+    from .influence import (
+        HessianOperator,
+        compute_influence,
+        full_gradient,
+        per_sample_gradients,
+    )
+
+    def scaled(y: pd.Series) -> torch.Tensor:
+        v = np.asarray(y, dtype=float) if scaler is None else scaler.transform(y)
+        return torch.as_tensor(v, dtype=torch.float32, device=next(model.head.parameters()).device)
+
+    was_training = model.training
+    model.eval()
+    try:
+        feats = {
+            name: torch.from_numpy(embed_smiles(model, tokenizer, list(frame.smiles), progress=progress))
+            for name, frame in (("train", train), ("target", target), ("pool", pool))
+        }
+        head = model.head
+        params = {n: p.detach().float() for n, p in head.named_parameters()}
+        device = next(iter(params.values())).device
+        feats = {k: v.to(device) for k, v in feats.items()}
+
+        def sample_loss(p: dict[str, torch.Tensor], batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+            pred = torch.func.functional_call(head, p, (batch["x"],)).squeeze(-1)
+            return (pred - batch["y"]) ** 2
+
+        def mean_loss(p: dict[str, torch.Tensor], batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+            return sample_loss(p, batch).mean()
+
+        def collate_of(x: torch.Tensor, y: torch.Tensor) -> Callable[[np.ndarray], dict[str, torch.Tensor]]:
+            def collate(idx: np.ndarray) -> dict[str, torch.Tensor]:
+                i = torch.as_tensor(np.asarray(idx), dtype=torch.long)
+                return {"x": x[i], "y": y[i]}
+
+            return collate
+
+        train_c = collate_of(feats["train"], scaled(train.label))
+        target_c = collate_of(feats["target"], scaled(target.label))
+        pool_c = collate_of(feats["pool"], scaled(pool.label))
+        hessian = HessianOperator(mean_loss, params, train_c, len(train), batch_size)
+        t0 = time.perf_counter()
+        s = full_gradient(mean_loss, params, target_c, len(target), batch_size)
+        t_grad = time.perf_counter() - t0
+        for attempt in range(damping_increases + 1):
+            try:
+                result = compute_influence(
+                    hessian,
+                    s,
+                    lambda h: per_sample_gradients(sample_loss, params, pool_c, len(pool), batch_size, project=h),
+                    solver=solver,
+                    damping=damping,
+                    solver_kwargs=solver_kwargs,
+                )
+                break
+            except ValueError as err:
+                if attempt == damping_increases:
+                    raise
+                logger.warning("%s; retrying with damping %g", err, damping * 10)
+                damping *= 10
+    finally:
+        model.train(was_training)
+    result.timings["target_grad"] = t_grad
+    result.param_names = [f"head.{n}" for n in params]
+    return result
+
+
+def _full_influence_with_retries(*args: Any, damping: float, damping_increases: int, **kwargs: Any) -> InfluenceResult:
+    """:func:`molft_utils.influence.influence_scores` with the ×10 damping retries of :func:`head_influence_scores`."""
+    from .influence import influence_scores
+
+    for attempt in range(damping_increases + 1):
+        try:
+            return influence_scores(*args, damping=damping, **kwargs)
+        except ValueError as err:
+            if attempt == damping_increases:
+                raise
+            logger.warning("%s; retrying with damping %g", err, damping * 10)
+            damping *= 10
+    raise AssertionError("unreachable")
 
 
 def cached_influence_scores(
@@ -514,12 +650,14 @@ def cached_influence_scores(
     damping: float = 0.01,
     solver_kwargs: Mapping[str, Any] | None = None,
     progress: bool = False,
+    damping_increases: int = 0,
 ) -> tuple[np.ndarray, dict, bool]:
     """Influence of every pool molecule on the mean target loss, computed once and cached.
 
     Calls :func:`molft_utils.influence.influence_scores` (positive score = adding the molecule is predicted to
-    lower the target loss) and stores ``scores.npy`` plus ``info.json`` (solver diagnostics, timings) under
-    cache kind ``"influence_scores"`` with the key of :func:`influence_cache_key`.
+    lower the target loss) - for ``subset="head"`` the equivalent but much faster :func:`head_influence_scores`
+    (the backbone is fixed, so its features are computed once) - and stores ``scores.npy`` plus ``info.json``
+    (solver diagnostics, timings) under cache kind ``"influence_scores"`` with the key of :func:`influence_cache_key`.
 
     Parameters
     ----------
@@ -536,35 +674,54 @@ def cached_influence_scores(
         Passed to :func:`~molft_utils.influence.influence_scores`.
     progress
         tqdm bars (silenced when ``CI`` is set).
+    damping_increases
+        Allowed ×10 increases of the damping when CG meets non-positive curvature (see
+        :func:`head_influence_scores`); part of the cache key. ``info["solver"]["damping"]`` is the damping used.
 
     Returns
     -------
     (scores, info, cache_hit)
         Scores aligned with ``pool`` rows, the stored diagnostics, and whether the cache already had them.
     """
-    from .influence import influence_scores
-
     cache = cache or ModelCache()
-    key = influence_cache_key(model_entry, train, target, pool, subset, solver, damping, solver_kwargs)
+    key = influence_cache_key(
+        model_entry, train, target, pool, subset, solver, damping, solver_kwargs, damping_increases
+    )
     hit = cache.has("influence_scores", key)
 
     def build(out: Path) -> None:
-        res = influence_scores(
-            model,
-            tokenizer,
-            list(train.smiles),
-            list(train.label),
-            list(target.smiles),
-            list(target.label),
-            list(pool.smiles),
-            list(pool.label),
-            scaler=scaler,
-            subset=subset,
-            solver=solver,
-            damping=damping,
-            solver_kwargs=solver_kwargs,
-            progress=progress,
-        )
+        if subset == "head":
+            res = head_influence_scores(
+                model,
+                tokenizer,
+                scaler,
+                train,
+                target,
+                pool,
+                solver,
+                damping,
+                solver_kwargs,
+                progress=progress,
+                damping_increases=damping_increases,
+            )
+        else:
+            res = _full_influence_with_retries(
+                model,
+                tokenizer,
+                list(train.smiles),
+                list(train.label),
+                list(target.smiles),
+                list(target.label),
+                list(pool.smiles),
+                list(pool.label),
+                scaler=scaler,
+                subset=subset,
+                solver=solver,
+                damping=damping,
+                solver_kwargs=solver_kwargs,
+                progress=progress,
+                damping_increases=damping_increases,
+            )
         np.save(out / "scores.npy", np.asarray(res.scores, dtype=np.float64))
         info = {"solver": asdict(res.solver), "timings": res.timings, "n_params": res.n_params}
         (out / "info.json").write_text(json.dumps(to_jsonable(info), indent=2) + "\n")

@@ -256,23 +256,25 @@ def test_cached_influence_scores_hits_and_matches_direct(tiny_mlm, tokenizer, tm
     train, target, pool = _frames(tokenizer)
     scaler = TargetScaler().fit(train.label)
     cache = ModelCache(tmp_path)
-    s1, info1, hit1 = cached_influence_scores(model, tokenizer, scaler, "entry", train, target, pool, cache, damping=0.1)
-    s2, _, hit2 = cached_influence_scores(model, tokenizer, scaler, "entry", train, target, pool, cache, damping=0.1)
+    args = (model, tokenizer, scaler, "entry", train, target, pool, cache)
+    s1, info1, hit1 = cached_influence_scores(*args, damping=50.0)
+    s2, _, hit2 = cached_influence_scores(*args, damping=50.0)
     assert (hit1, hit2) == (False, True)
     assert s1.shape == (len(pool),) and np.array_equal(s1, s2)
     direct = influence_scores(
         model, tokenizer, list(train.smiles), list(train.label), list(target.smiles), list(target.label),
-        list(pool.smiles), list(pool.label), scaler=scaler, damping=0.1, progress=False,
+        list(pool.smiles), list(pool.label), scaler=scaler, damping=50.0, progress=False,
     ).scores
     np.testing.assert_allclose(s1, direct, rtol=1e-4, atol=1e-7)
-    assert info1["solver"]["converged"] in (True, False) and "timings" in info1
+    n_head = sum(p.numel() for p in model.head.parameters())
+    assert info1["n_params"] == n_head and "solve" in info1["timings"]
     # a different solver setting or model is a different entry
-    k = influence_cache_key("entry", train, target, pool, damping=0.1)
+    k = influence_cache_key("entry", train, target, pool, damping=50.0)
     assert cache.path_for("influence_scores", k) != cache.path_for(
-        "influence_scores", influence_cache_key("entry", train, target, pool, damping=0.2)
+        "influence_scores", influence_cache_key("entry", train, target, pool, damping=60.0)
     )
     assert cache.path_for("influence_scores", k) != cache.path_for(
-        "influence_scores", influence_cache_key("other", train, target, pool, damping=0.1)
+        "influence_scores", influence_cache_key("other", train, target, pool, damping=50.0)
     )
 
 
@@ -323,3 +325,21 @@ def test_pool_label_noise():
     assert out.smiles.tolist() == ["B", "C"]
     np.testing.assert_allclose(out.reference_label, [1.5, 3.5])
     np.testing.assert_allclose(out.difference, [0.5, -0.5])
+
+
+def test_cached_influence_scores_increases_damping(tiny_mlm, tokenizer, tmp_path):
+    from molft_utils.runs import ModelCache
+    from molft_utils.selection import cached_influence_scores
+    from molft_utils.train import TargetScaler
+
+    torch.manual_seed(0)
+    model = RegressionModel(tiny_mlm.roformer, dropout=0.0)
+    train, target, pool = _frames(tokenizer)
+    scaler = TargetScaler().fit(train.label)
+    args = (model, tokenizer, scaler, "entry", train, target, pool, ModelCache(tmp_path))
+    with pytest.raises(ValueError, match="positive"):  # this untrained head's Hessian is indefinite at λ = 0.1
+        cached_influence_scores(*args, damping=0.1)
+    scores, info, _ = cached_influence_scores(*args, damping=0.1, damping_increases=4)
+    used = info["solver"]["damping"]
+    assert used > 0.1 and np.isclose(np.log10(used / 0.1), round(np.log10(used / 0.1)))
+    assert np.isfinite(scores).all() and info["solver"]["converged"]

@@ -1,0 +1,100 @@
+"""Tests of molft_utils.influence_pipeline: head influence on features, verification helpers, retraining."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from molft_utils import influence as inf
+from molft_utils import influence_pipeline as ip
+from molft_utils.models import RegressionModel
+from molft_utils.runs import ModelCache
+from molft_utils.train import TrainConfig
+
+torch.set_num_threads(1)
+
+SMILES = ["CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1", "C[C@@H](N)C(=O)O", "O=[N+]([O-])c1ccccc1", "CCN(CC)CC",
+          "CCCCO", "c1ccncc1", "CC(C)O", "OC(=O)c1ccccc1"]
+Y = np.linspace(-1.0, 1.0, len(SMILES))
+
+
+@pytest.fixture()
+def tiny(tiny_mlm):
+    torch.manual_seed(1)
+    return RegressionModel(tiny_mlm.roformer).eval()
+
+
+def test_head_problem_matches_model_head_subset(tiny, tokenizer):
+    params = inf.select_parameters(tiny, "head")
+    coll = inf.collate_smiles(tokenizer, SMILES, Y)
+    batch = coll(np.arange(len(SMILES)))
+    model_loss = inf.regression_loss_fn(tiny, params)
+    prob = ip.head_problem(tiny)
+    assert list(prob.params) == list(params)
+    feats = ip.head_features(tiny, tokenizer, SMILES, batch_size=3)
+    fb = ip.HeadProblem.collate(feats, Y)(np.arange(len(SMILES)))
+    p = {n: v.detach() for n, v in params.items()}
+    assert torch.allclose(prob.loss_fn(p, fb), model_loss(p, batch), rtol=1e-5, atol=1e-6)
+    v = torch.randn(sum(t.numel() for t in p.values()), generator=torch.Generator().manual_seed(0))
+    h_model = inf.HessianOperator(model_loss, p, coll, len(SMILES), 4).matvec(v)
+    h_feat = inf.HessianOperator(prob.loss_fn, p, ip.HeadProblem.collate(feats, Y), len(SMILES), 4).matvec(v)
+    torch.testing.assert_close(h_feat, h_model, rtol=1e-4, atol=1e-5)
+
+
+def test_head_influence_matches_module_and_lissa_matches_cg(tiny, tokenizer):
+    tr, tg, pl = slice(0, 6), slice(6, 8), slice(4, 10)
+    res = ip.head_influence(tiny, tokenizer, SMILES[tr], Y[tr], SMILES[tg], Y[tg], SMILES[pl], Y[pl],
+                            damping_fraction=0.05, lissa_depth=3000, lissa_tol=1e-9, cg_tol=1e-10)
+    assert res.damping > max(0.0, -res.lambda_min) and res.lambda_max > 0
+    ref = inf.influence_scores(tiny, tokenizer, SMILES[tr], Y[tr], SMILES[tg], Y[tg], SMILES[pl], Y[pl],
+                               subset="head", solver="cg", damping=res.damping, solver_kwargs={"tol": 1e-10},
+                               progress=False)
+    np.testing.assert_allclose(res.scores, ref.scores, rtol=1e-3, atol=1e-6 * np.abs(ref.scores).max())
+    assert res.rel_error < 1e-2 and res.spearman > 0.99
+    assert res.inverse_hvp is not None and res.inverse_hvp.numel() == res.n_params
+    d = res.diagnostics()
+    assert d["damping"] == res.damping and np.isfinite(list(d.values())).all()
+
+
+def test_verification_on_known_answers():
+    ridge = ip.verify_ridge(seed=1)
+    assert ridge["lissa_rel_error"] < 1e-4 and ridge["cg_rel_error"] < 1e-4
+    assert ridge["spearman_vs_retraining"] > 0.95
+    net = ip.verify_tiny_network(seed=1, n_cand=8)
+    assert net["lissa_rel_error"] < 1e-3 and net["cg_rel_error"] < 1e-3
+    assert net["spearman_vs_retraining"] > 0.8
+    assert net["predicted"].shape == net["actual"].shape == (8,)
+
+
+def test_select_additions():
+    s = np.array([0.3, -1.0, 2.0, 0.0, -0.5])
+    assert list(ip.select_additions(s, 2, "helpful")) == [2, 0]
+    assert list(ip.select_additions(s, 2, "harmful")) == [1, 4]
+    r = ip.select_additions(s, 3, "random", seed=4)
+    assert len(set(r)) == 3 and r.max() < len(s)
+    assert list(r) == list(ip.select_additions(s, 3, "random", seed=4))
+    assert len(ip.select_additions(s, 0, "helpful")) == 0
+    with pytest.raises(ValueError):
+        ip.select_additions(s, 6, "helpful")
+    with pytest.raises(ValueError):
+        ip.select_additions(s, 1, "best")
+
+
+def test_retrain_with_additions_is_cached_and_uses_additions(tiny_mlm, tokenizer, tmp_path):
+    backbone = tmp_path / "backbone"
+    tiny_mlm.roformer.save_pretrained(backbone)
+    tokenizer.save_pretrained(backbone)
+    frame = pd.DataFrame({"smiles": SMILES, "label": Y})
+    train, valid, pool = frame.iloc[:5], frame.iloc[5:7], frame.iloc[7:]
+    cfg = TrainConfig(epochs=1, batch_size=4, mixed_precision="no", seed=0)
+    cache = ModelCache(tmp_path / "cache")
+    a = ip.retrain_with_additions(backbone, train, pool.iloc[:0], valid, cfg, cache)
+    b = ip.retrain_with_additions(backbone, train, pool.iloc[:0], valid, cfg, cache)
+    c = ip.retrain_with_additions(backbone, train, pool, valid, cfg, cache)
+    assert not a.cache_hit and b.cache_hit and not c.cache_hit
+    assert a.path == b.path != c.path
+    assert len(a.fit.history) == 1 and a.init == "mlm+additions"
+    # the scaler is fitted on the labels actually trained on (train + additions)
+    assert a.scaler.to_dict() != c.scaler.to_dict()
