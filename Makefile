@@ -16,7 +16,7 @@ env: .venv/.installed
 # Unit tests, then every notebook executed under nbval in smoke mode (tiny sizes, throw-away model cache).
 test: env
 	.venv/bin/ruff check molft_utils tests
-	MOLFT_SMOKE=1 MOLFT_CACHE="$$(mktemp -d)" $(PY) -m pytest -q tests --nbval-lax notebooks
+	MOLFT_SMOKE=1 MOLFT_NUM_THREADS=1 MOLFT_CACHE="$$(mktemp -d)" $(PY) -m pytest -q tests --nbval-lax notebooks
 
 # The main job: every notebook for seeds 0 1 2 on the embedded backbone (papermill), then reports/summary.md.
 # Resumable: runs that already have a result for the same notebook source and parameters are skipped.

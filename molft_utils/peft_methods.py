@@ -29,7 +29,11 @@ Typical use::
     result = fit(setup.model, tokenizer, ..., hooks=setup.hooks)
     merge_and_save(setup.model, out_dir)  # a plain RegressionModel checkpoint
 
-:func:`peak_memory` and :func:`inference_seconds` are the measurements of notebook 04.
+:func:`peak_memory` and :func:`inference_seconds` are the measurements of notebook 04, which also uses
+:func:`fine_tune` (fresh backbone → prepare → fit), :func:`training_memory_subprocess` (peak memory of a
+method measured in a fresh process, so that run order does not matter), :func:`parameter_budget` with
+:func:`encoder_without_weights` (trainable-parameter counts of a larger model, e.g. MoLFormer-XL's shape,
+computed without weights) and :func:`pareto_figure`.
 """
 
 from __future__ import annotations
@@ -66,12 +70,17 @@ __all__ = [
     "PeftSetup",
     "attention_targets",
     "default_settings",
+    "encoder_without_weights",
     "feedforward_targets",
+    "fine_tune",
     "inference_seconds",
     "merge_adapters",
     "merge_and_save",
+    "parameter_budget",
+    "pareto_figure",
     "peak_memory",
     "prepare",
+    "training_memory_subprocess",
 ]
 
 log = logging.getLogger(__name__)
@@ -483,6 +492,9 @@ def prepare(
     elif method == "adalora":
         if not total_steps or total_steps <= 0:
             raise ValueError("AdaLoRA needs total_steps (number of optimiser steps of the run)")
+        if total_steps < 2:
+            # peft's final budget allocation reads importance scores gathered in earlier steps
+            raise ValueError("AdaLoRA needs at least 2 optimiser steps (total_steps >= 2)")
         targets = _lora_targets(backbone, settings)
         tinit = int(settings.warmup_fraction * total_steps)
         tfinal = int(settings.final_fraction * total_steps)
@@ -730,7 +742,7 @@ def encoder_without_weights(
     vocab_size: int = 2362,
     max_positions: int = 512,
 ) -> nn.Module:
-    """A RoFormer encoder with the given shapes on the ``meta`` device (no memory, no weights).
+    """A RoFormer encoder with the given shapes on the ``meta`` device (no weights).
 
     Used to *compute* (not measure) parameter budgets of a larger model, e.g. MoLFormer-XL's
     published shape (12 layers, hidden 768, 12 heads). Module names match MoLFormer's
@@ -778,10 +790,14 @@ def parameter_budget(
     settings = settings or {}
     rows = []
     n_backbone = sum(p.numel() for p in backbone.parameters())
-    device = next(backbone.parameters()).device
+    on_meta = next(backbone.parameters()).device.type == "meta"
     for method in methods:
-        with torch.device(device):
-            reg = RegressionModel(copy.deepcopy(backbone))
+        encoder = copy.deepcopy(backbone)
+        if on_meta:
+            # peft treats meta tensors specially (e.g. AdaLoRA's ranknum becomes trainable); uninitialised
+            # CPU memory is allocated instead, which is fast and enough for counting
+            encoder = encoder.to_empty(device="cpu")
+        reg = RegressionModel(encoder)
         setup = prepare(reg, method, settings.get(method), total_steps=total_steps)
         n_head = setup.n_trainable - setup.n_trainable_backbone
         rows.append(
@@ -909,3 +925,54 @@ def pareto_figure(rows: Sequence[dict[str, Any]], x: str = "n_trainable_backbone
     ax.legend(frameon=False, fontsize=7, loc="best")
     fig.tight_layout()
     return fig
+
+
+def fine_tune(
+    backbone: str | Path | None,
+    method: str,
+    train_smiles: Sequence[str],
+    train_y: Sequence[float],
+    valid_smiles: Sequence[str],
+    valid_y: Sequence[float],
+    config: Any,
+    settings: Settings | None = None,
+    progress: bool = False,
+) -> tuple[PeftSetup, Any, PreTrainedTokenizerBase]:
+    """Load ``backbone`` afresh, prepare ``method`` and train it with :func:`~molft_utils.train.fit`.
+
+    Every call starts from the same weights (``torch.manual_seed(config.seed)`` before the head is
+    built), so methods and learning rates are compared from an identical start.
+
+    Parameters
+    ----------
+    backbone
+        Folder or name for :func:`~molft_utils.models.load_backbone` (``None``: embedded default).
+    method
+        One of :data:`METHODS`.
+    train_smiles, train_y, valid_smiles, valid_y
+        Data; the validation part drives early stopping.
+    config
+        A :class:`~molft_utils.train.TrainConfig`; ``lr_backbone`` is the rate of every trainable
+        encoder parameter, adapters included.
+    settings
+        Method settings (defaults from :func:`default_settings`).
+
+    Returns
+    -------
+    tuple
+        The :class:`PeftSetup` (its model trained, best epoch restored), the
+        :class:`~molft_utils.train.FitResult` and the tokenizer.
+    """
+    from .models import load_backbone
+    from .train import fit
+
+    encoder, tokenizer = load_backbone(backbone)
+    torch.manual_seed(config.seed)
+    model = RegressionModel(encoder)
+    total_steps = config.epochs * -(-len(train_smiles) // config.batch_size)
+    setup = prepare(model, method, settings, total_steps=total_steps)
+    result = fit(
+        setup.model, tokenizer, list(train_smiles), list(train_y), list(valid_smiles), list(valid_y), config,
+        hooks=setup.hooks, progress=progress,
+    )
+    return setup, result, tokenizer
