@@ -334,3 +334,72 @@ def test_label_subset_nested_and_deterministic():
     np.testing.assert_array_equal(label_subset(train, None, seed=0), train)
     with pytest.raises(ValueError):
         label_subset(train, 601, seed=0)
+
+
+# ------------------------------------------------------------------------------- few-shot protocol
+def test_repeats_for_steps_makes_epochs_of_at_least_eval_every_steps():
+    from molft_utils.robust import repeats_for_steps
+
+    assert repeats_for_steps(50, 60, 16, 15) == (5, 4)  # 250 molecules = 16 steps per epoch, 60/16 -> 4 epochs
+    assert repeats_for_steps(500, 60, 16, 15) == (1, 2)  # 32 steps per epoch
+    assert repeats_for_steps(3360, 60, 16, 15) == (1, 1)  # at least one epoch
+    with pytest.raises(ValueError):
+        repeats_for_steps(0, 10, 4, 2)
+
+
+def test_fit_steps_repeats_data_and_keeps_the_scaler(tokenizer):
+    from molft_utils.robust import fit_steps
+
+    model = _model(tokenizer, layers=1)
+    res = fit_steps(model, tokenizer, SMILES[:4], Y[:4], SMILES, Y, steps=6, eval_every=3, config=QUICK)
+    assert res.config["repeats_per_epoch"] == 3 and res.config["steps_per_epoch"] == 3
+    assert len(res.history) == 2
+    reference = TargetScaler("minmax").fit(Y[:4])
+    assert (res.scaler.shift, res.scaler.scale) == (reference.shift, reference.scale)
+
+
+def test_train_method_variants(tokenizer):
+    from molft_utils.robust import train_method
+
+    backbone = _model(tokenizer, layers=3).backbone
+    before = snapshot_state(backbone)
+    args = (backbone, tokenizer, SMILES, Y, SMILES, Y, QUICK, 2, 2)
+    lp, lp_res = train_method("LP", *args, lp_lr_head=0.05)
+    assert lp_res.config["lr_head"] == 0.05
+    assert all(torch.equal(v, lp.backbone.state_dict()[k]) for k, v in before.items())
+    lpft, _ = train_method("LP-FT", *args, start=lp)
+    assert not torch.equal(lpft.head[0].weight, lp.head[0].weight)
+    _, l2 = train_method("L2-SP", *args, strength=0.1)
+    assert l2.config["weight_decay"] == 0.0
+    with pytest.raises(ValueError):
+        train_method("BSS", *args)  # needs a strength
+    with pytest.raises(ValueError):
+        train_method("Magic", *args)
+    assert all(torch.equal(v, backbone.state_dict()[k]) for k, v in before.items()), "backbone must stay untouched"
+
+
+def test_run_setting_all_methods_consistent(tokenizer):
+    from molft_utils.robust import MECHANISM, POST_HOC_METHODS, TRAINED_METHODS, run_setting
+
+    backbone = _model(tokenizer, layers=2).backbone
+    part = (SMILES, Y)
+    cfg = TrainConfig(epochs=1, batch_size=4, lr_backbone=1e-2, lr_head=1e-2, patience=5, mixed_precision="no")
+    methods = (*TRAINED_METHODS, *POST_HOC_METHODS)
+    res = run_setting(
+        backbone, tokenizer, part, part, part, cfg, methods, steps=2, eval_every=2,
+        strengths={"Feature-map": (0.1, 1.0), "BSS": (0.01,), "L2-SP": (0.1,)},
+        wise_alphas=(0.0, 1.0), roft_steps=3,
+    )  # fmt: skip
+    assert list(res.test_metrics) == list(methods)
+    assert set(MECHANISM) == set(methods)
+    assert set(res.sweep["Feature-map"]) == {0.1, 1.0}
+    assert res.chosen["Feature-map"] == min(res.sweep["Feature-map"], key=res.sweep["Feature-map"].get)
+    # WiSE-FT at alpha = 1 is the Full FT model (same data as test here)
+    one = [r for r in res.wise if r["alpha"] == 1.0][0]
+    assert one["test_rmse"] == pytest.approx(res.test_metrics["Full FT"]["rmse"], abs=1e-6)
+    assert res.test_metrics["WiSE-FT"]["rmse"] == pytest.approx(min(r["valid_rmse"] for r in res.wise), abs=1e-6)
+    assert set(res.roft_alphas) == {"embeddings", "layer.0", "layer.1"}
+    assert all(0.0 <= a <= 1.0 for a in res.roft_alphas.values())
+    assert len(res.soup_members) == 3 and res.soup["ingredients"]
+    with pytest.raises(ValueError):
+        run_setting(backbone, tokenizer, part, part, part, cfg, ("Nope",), steps=2, eval_every=2)
