@@ -91,26 +91,44 @@ def method_table(records: Sequence[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def paired_table(records: Sequence[dict], reference: str, metric: str = "rmse") -> pd.DataFrame:
-    """Paired difference ``method − reference`` of ``metric`` over the seeds that have both."""
+def _reference_for(method: str, reference: str | dict) -> str | None:
+    """The reference method name for ``method``: ``reference`` itself, or, when ``reference`` is a dict of
+    ``key=value`` parts (e.g. ``{"method": "Full FT"}``), ``method`` with those parts substituted."""
+    if isinstance(reference, str):
+        return reference
+    parts = _split_method(method)
+    if not set(reference) <= set(parts):
+        return None
+    parts |= {k: str(v) for k, v in reference.items()}
+    return "|".join(f"{k}={v}" for k, v in parts.items())
+
+
+def paired_table(records: Sequence[dict], reference: str | dict, metric: str = "rmse") -> pd.DataFrame:
+    """Paired difference ``method − reference`` of ``metric`` over the seeds that have both.
+
+    ``reference`` is a method name, or a dict of ``key=value`` parts that replace the method's own parts
+    (``{"method": "Full FT"}`` compares ``method=L2-SP|labels=50`` with ``method=Full FT|labels=50``).
+    """
     diffs: dict[str, list[float]] = {}
     for rec in records:
         metrics = rec.get("metrics", {})
-        if reference not in metrics:
-            continue
-        ref = metrics[reference].get(metric)
         for method, m in metrics.items():
-            if method != reference and m.get(metric) is not None and ref is not None:
+            ref_name = _reference_for(method, reference)
+            if ref_name is None or ref_name == method or ref_name not in metrics:
+                continue
+            ref = metrics[ref_name].get(metric)
+            if m.get(metric) is not None and ref is not None:
                 diffs.setdefault(method, []).append(m[metric] - ref)
+    label = reference if isinstance(reference, str) else ", ".join(f"{k}={v}" for k, v in reference.items())
     rows = []
     for method, values in diffs.items():
         arr = np.asarray(values)
+        better = (arr < 0).sum() if metric in ("rmse", "mae", "mse") else (arr > 0).sum()
         rows.append(
             {
                 **_split_method(method),
-                f"Δ{METRIC_NAMES.get(metric, metric)} vs {reference}": _mean_std(values),
-                "seeds better": f"{int((arr < 0).sum() if metric in ('rmse', 'mae', 'mse') else (arr > 0).sum())}"
-                f"/{arr.size}",
+                f"Δ{METRIC_NAMES.get(metric, metric)} vs {label}": _mean_std(values),
+                "seeds better": f"{int(better)}/{arr.size}",
             }
         )
     return pd.DataFrame(rows)
@@ -228,7 +246,8 @@ def build_report(root: str | Path, out: str | Path | None = None) -> Path:
         if ref:
             pt = paired_table(recs, ref)
             if not pt.empty:
-                lines += [f"Paired differences against `{ref}` (same seed; negative = lower RMSE):", ""]
+                shown = ref if isinstance(ref, str) else ", ".join(f"{k}={v}" for k, v in ref.items())
+                lines += [f"Paired differences against `{shown}` (same seed; negative = lower RMSE):", ""]
                 lines += [markdown_table(pt), ""]
         diag = diagnostics_table(recs)
         if not diag.empty:

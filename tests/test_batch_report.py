@@ -164,3 +164,20 @@ def test_parallel_jobs_with_relative_paths(toy: Path, tmp_path: Path, monkeypatc
     argv = ["--notebooks", "nbs/00_toy.ipynb", "--seeds", "0", "1", "--out", "rel", "--jobs", "2", "--no-report"]
     assert batch.main(argv) == 0
     assert all((tmp_path / "rel" / "00_toy" / f"seed={s}" / "result.json").is_file() for s in (0, 1))
+
+
+def test_paired_reference_pattern(tmp_path: Path) -> None:
+    for seed, d in enumerate([0.1, 0.3]):
+        metrics = {
+            "method=Full FT|labels=50": {"rmse": 1.0},
+            "method=L2-SP|labels=50": {"rmse": 1.0 - d},
+            "method=Full FT|labels=all": {"rmse": 0.7},
+            "method=L2-SP|labels=all": {"rmse": 0.7 + d},
+        }
+        write_result(tmp_path / f"s{seed}", "nb", seed, {"seed": seed}, metrics)
+    recs = [json.loads((tmp_path / f"s{s}" / "result.json").read_text()) for s in range(2)]
+    pt = paired_table(recs, {"method": "Full FT"}).set_index("labels")
+    assert list(pt["method"]) == ["L2-SP", "L2-SP"]
+    assert pt.loc["50", "ΔRMSE vs method=Full FT"] == "-0.200 ± 0.141 (n=2)"
+    assert pt.loc["all", "ΔRMSE vs method=Full FT"] == "0.200 ± 0.141 (n=2)"
+    assert pt.loc["50", "seeds better"] == "2/2" and pt.loc["all", "seeds better"] == "0/2"
