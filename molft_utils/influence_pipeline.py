@@ -17,10 +17,15 @@ What this module adds on top of :mod:`molft_utils.influence`:
   damping is chosen from the extreme Hessian eigenvalues (Lanczos), both LiSSA and CG are run, and their
   agreement is reported. (:func:`head_problem` is mathematically identical to
   :func:`molft_utils.influence.regression_loss_fn` with ``subset="head"``; the tests check it.)
+* :func:`cached_head_influence` — :func:`head_influence` through the run cache (kind ``"influence_scores"``),
+  keyed by the fine-tuned model's cache entry, checksums of the train / target / pool frames and the solver
+  settings (:func:`influence_cache_key`). Notebook 02 computes the scores with it and notebook 03 calls it with
+  the same settings (:func:`influence_settings`), so both lessons share one computation per seed.
 * :func:`verify_ridge` and :func:`verify_tiny_network` — LiSSA and CG against the exact inverse-Hessian
   solution, and predicted against actually retrained changes of the target loss (Spearman).
 * :func:`select_additions` and :func:`retrain_with_additions` — the top-k / random selection and a cached
-  fine-tune from a given (MLM-adapted) backbone on training + added molecules.
+  fine-tune from a given (MLM-adapted) backbone on training + added molecules; notebook 03 uses the same
+  retraining function for its selection strategies.
 """
 
 from __future__ import annotations
@@ -51,11 +56,16 @@ from .runs import ModelCache, to_jsonable
 from .train import FitResult, TargetScaler, TrainConfig, _encode, fit
 
 __all__ = [
+    "INFLUENCE_CODE_VERSION",
     "HeadInfluence",
     "HeadProblem",
+    "cached_head_influence",
+    "frame_sha256",
     "head_features",
     "head_influence",
     "head_problem",
+    "influence_cache_key",
+    "influence_settings",
     "retrain_with_additions",
     "select_additions",
     "verify_ridge",
@@ -148,6 +158,8 @@ class HeadInfluence:
         Parameters the influence is taken over.
     inverse_hvp
         CG's ``(H + λI)⁻¹ ∇L_target`` over the head (flat, ``select_parameters(model, "head")`` order).
+    cache_entry, cache_hit
+        Set by :func:`cached_head_influence`: the ``influence_scores`` cache folder name and whether it existed.
     """
 
     scores: np.ndarray
@@ -163,6 +175,8 @@ class HeadInfluence:
     timings: dict[str, float] = field(default_factory=dict)
     n_params: int = 0
     inverse_hvp: torch.Tensor | None = None
+    cache_entry: str | None = None
+    cache_hit: bool | None = None
 
     def diagnostics(self) -> dict[str, float]:
         """Flat numbers for the run record."""
@@ -251,6 +265,157 @@ def head_influence(
     return HeadInfluence(
         sc[:, 0].numpy(), sc[:, 1].numpy(), damping, lam_min, lam_max, scale, rel, rho, info_cg, info_l, timings,
         hess.dim, h_cg,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# head influence through the run cache (shared by notebooks 02 and 03)
+# --------------------------------------------------------------------------------------------
+
+#: Bump when what :func:`cached_head_influence` stores, or how :func:`head_influence` computes it, changes.
+INFLUENCE_CODE_VERSION = "2"
+
+#: Solver settings of :func:`head_influence` that :func:`cached_head_influence` exposes (and keys on).
+_SOLVER_DEFAULTS: dict[str, float | int | None] = {
+    "damping_fraction": 0.01,
+    "lissa_depth": 1000,
+    "lissa_tol": 1e-6,
+    "cg_tol": 1e-8,
+    "cg_max_iter": 500,
+    "eig_tol": 1e-2,
+}
+
+
+def frame_sha256(frame: pd.DataFrame, columns: Sequence[str] = ("smiles", "label")) -> str:
+    """sha256 of the given columns of ``frame``, row by row (identifies a data part in cache keys)."""
+    text = "\n".join("\t".join(repr(v) for v in row) for row in frame[list(columns)].itertuples(index=False))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def influence_settings(
+    smoke: bool = False, damping_fraction: float = 0.01, lissa_depth: int = 1000
+) -> dict[str, float | int | None]:
+    """The solver settings of the lessons' influence scores (one place, so notebooks 02 and 03 agree).
+
+    Notebook 02 passes its parameters, notebook 03 calls it with the defaults; both then hit the same
+    cache entry of :func:`cached_head_influence` when the parameters are at their defaults. In smoke mode
+    LiSSA runs at most 200 steps.
+
+    Returns
+    -------
+    dict
+        Keyword arguments for :func:`cached_head_influence`.
+    """
+    return _SOLVER_DEFAULTS | {
+        "damping_fraction": float(damping_fraction),
+        "lissa_depth": int(min(lissa_depth, 200) if smoke else lissa_depth),
+    }
+
+
+def influence_cache_key(
+    model_entry: str, train: pd.DataFrame, target: pd.DataFrame, pool: pd.DataFrame, **settings: Any
+) -> dict[str, Any]:
+    """Cache key of head influence scores: model entry + data checksums + solver settings + code version.
+
+    ``model_entry`` is the name of the fine-tuned model's cache folder (``FinetuneArtefact.path.name``),
+    which already hashes its task, backbone and recipe (and hence its target scaler). ``settings`` are those of
+    :func:`influence_settings`; missing ones take their defaults, unknown ones raise :class:`TypeError`.
+    """
+    unknown = set(settings) - set(_SOLVER_DEFAULTS)
+    if unknown:
+        raise TypeError(f"unknown influence settings {sorted(unknown)}; known: {sorted(_SOLVER_DEFAULTS)}")
+    return {
+        "code_version": INFLUENCE_CODE_VERSION,
+        "method": "head_influence",
+        "finetuned_entry": str(model_entry),
+        "train_sha256": frame_sha256(train),
+        "target_sha256": frame_sha256(target),
+        "pool_sha256": frame_sha256(pool),
+        "solver": _SOLVER_DEFAULTS | settings,
+    }
+
+
+def _solver_info_from(record: Mapping[str, Any]) -> inf.SolverInfo:
+    names = {f.name for f in dataclasses.fields(inf.SolverInfo)}
+    return inf.SolverInfo(**{k: v for k, v in record.items() if k in names})
+
+
+def cached_head_influence(
+    artefact: FinetuneArtefact,
+    train: pd.DataFrame,
+    target: pd.DataFrame,
+    pool: pd.DataFrame,
+    cache: ModelCache | None = None,
+    *,
+    model_entry: str | None = None,
+    damping_fraction: float = 0.01,
+    lissa_depth: int = 1000,
+    lissa_tol: float | None = 1e-6,
+    cg_tol: float = 1e-8,
+    cg_max_iter: int = 500,
+    eig_tol: float = 1e-2,
+    progress: bool = False,
+) -> HeadInfluence:
+    """:func:`head_influence` of ``pool`` on the mean ``target`` loss, computed once and cached.
+
+    The entry (kind ``"influence_scores"``, key :func:`influence_cache_key`) holds ``scores.npy`` (columns: CG,
+    LiSSA), ``inverse_hvp.npy`` and ``info.json`` (damping, eigenvalues, LiSSA-vs-CG agreement, solver
+    diagnostics with their histories, timings of the computing run).
+
+    Parameters
+    ----------
+    artefact
+        The fine-tuned model (``model``, ``tokenizer``, ``scaler``; ``path.name`` is its cache entry), e.g. from
+        :func:`molft_utils.pipeline.finetuned_model`.
+    train, target, pool
+        Frames with ``smiles`` and ``label``: the Hessian's training set, the target set and the candidates.
+    cache
+        Defaults to :class:`~molft_utils.runs.ModelCache`.
+    model_entry
+        Overrides ``artefact.path.name`` in the key (for models that are not cache entries).
+    damping_fraction, lissa_depth, lissa_tol, cg_tol, cg_max_iter, eig_tol
+        Solver settings of :func:`head_influence` (part of the key); :func:`influence_settings` gives the lessons'.
+    progress
+        LiSSA progress bar on a cache miss.
+
+    Returns
+    -------
+    HeadInfluence
+        With ``cache_entry`` and ``cache_hit`` set; ``timings`` are those of the run that computed the entry.
+    """
+    cache = cache or ModelCache()
+    settings = {
+        "damping_fraction": float(damping_fraction), "lissa_depth": int(lissa_depth),
+        "lissa_tol": None if lissa_tol is None else float(lissa_tol), "cg_tol": float(cg_tol),
+        "cg_max_iter": int(cg_max_iter), "eig_tol": float(eig_tol),
+    }
+    entry = model_entry if model_entry is not None else Path(artefact.path).name
+    key = influence_cache_key(entry, train, target, pool, **settings)
+    hit = cache.has("influence_scores", key)
+
+    def build(out: Path) -> None:
+        res = head_influence(
+            artefact.model, artefact.tokenizer, list(train.smiles), train.label, list(target.smiles), target.label,
+            list(pool.smiles), pool.label, scaler=artefact.scaler, progress=progress, **settings,
+        )
+        np.save(out / "scores.npy", np.stack([res.scores, res.scores_lissa], axis=1).astype(np.float64))
+        np.save(out / "inverse_hvp.npy", torch.as_tensor(res.inverse_hvp).detach().cpu().numpy())
+        info = {f.name: getattr(res, f.name) for f in dataclasses.fields(res)}
+        for name in ("scores", "scores_lissa", "inverse_hvp", "cache_entry", "cache_hit"):
+            info.pop(name)
+        (out / "info.json").write_text(json.dumps(to_jsonable(info), indent=2) + "\n")
+
+    path = cache.get_or_create("influence_scores", key, build)
+    scores = np.load(path / "scores.npy")
+    if len(scores) != len(pool):
+        raise RuntimeError(f"cached influence scores at {path} have {len(scores)} rows, pool has {len(pool)}")
+    info = json.loads((path / "info.json").read_text())
+    return HeadInfluence(
+        scores=scores[:, 0], scores_lissa=scores[:, 1], damping=info["damping"], lambda_min=info["lambda_min"],
+        lambda_max=info["lambda_max"], lissa_scale=info["lissa_scale"], rel_error=info["rel_error"],
+        spearman=info["spearman"], cg_info=_solver_info_from(info["cg_info"]),
+        lissa_info=_solver_info_from(info["lissa_info"]), timings=info["timings"], n_params=info["n_params"],
+        inverse_hvp=torch.from_numpy(np.load(path / "inverse_hvp.npy")), cache_entry=path.name, cache_hit=hit,
     )
 
 
@@ -477,8 +642,11 @@ def retrain_with_additions(
     """Fine-tune a fresh head on ``backbone_path`` (e.g. the MLM-adapted backbone) with train + additions.
 
     Every retrain starts from the same backbone weights and the same head initialisation
-    (``torch.manual_seed(config.seed)``), early-stops on ``valid`` and is cached (kind
-    ``"influence_retrain"``) by backbone folder, data and configuration.
+    (``torch.manual_seed(config.seed)``, as in :func:`molft_utils.pipeline.finetuned_model`), so runs that differ
+    only in their added rows are paired; it early-stops on ``valid`` and is cached (kind ``"influence_retrain"``,
+    the name kept from notebook 02 so that existing entries stay valid) by backbone folder, data and
+    configuration. Notebook 02 (top-k helpful / harmful / random) and notebook 03 (selection strategies) both
+    retrain through this function.
 
     Parameters
     ----------

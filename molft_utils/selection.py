@@ -33,17 +33,16 @@ Strategies
     with Tanimoto distance: each new pick is the pool molecule whose nearest already-picked neighbour is
     farthest away. Structure-based and model-free.
 ``top``
-    :func:`top_n` - the ``n`` highest scores (for example influence scores from notebook 02).
-    :func:`cached_influence_scores` computes them with :func:`molft_utils.influence.influence_scores`
-    (Koh & Liang, ICML 2017) and stores them in the run cache (kind ``"influence_scores"``) so that
-    notebooks 02 and 03 can share one computation.
+    :func:`top_n` - the ``n`` highest scores, e.g. the influence scores (Koh & Liang, ICML 2017) of
+    :func:`molft_utils.influence_pipeline.cached_head_influence`, which notebook 02 computes and stores in the
+    run cache (kind ``"influence_scores"``) and notebook 03 reads from there (or computes with the same settings).
 
 Evaluating a selection
 ----------------------
-:func:`merge_additions` appends the chosen pool molecules to the training split and
-:func:`finetune_with_additions` fine-tunes a fresh regression model on the merged set from a given backbone
-folder (in the notebook: the MLM-adapted backbone of notebook 01), cached under kind
-``"selection_finetuned"``. :func:`pool_label_noise` compares the pool's labels with the Lipophilicity labels
+:func:`merge_additions` appends the chosen pool molecules to the training split (with a ``source`` column);
+the fine-tune on training split + picks from the MLM-adapted backbone of notebook 01 is notebook 02's
+:func:`molft_utils.influence_pipeline.retrain_with_additions` (one implementation for both lessons).
+:func:`pool_label_noise` compares the pool's labels with the Lipophilicity labels
 of the same molecules in the training split - a direct measurement of how noisy the added labels are.
 
 :func:`select` dispatches on the strategy name for the notebook; :data:`SELECTORS` lists the names and the
@@ -55,14 +54,9 @@ pick order (the first picks are the most spread out); ``top`` returns them best 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
-import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -73,26 +67,20 @@ from rdkit.Chem import rdFingerprintGenerator
 from rdkit.SimDivFilters import MaxMinPicker
 from sklearn.cluster import KMeans
 from tqdm.auto import tqdm
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from .batching import sequential_batches
-from .influence import InfluenceResult
-from .models import RegressionModel, load_backbone
-from .runs import ModelCache, to_jsonable
-from .train import FitResult, TargetScaler, TrainConfig, _encode, _pad, fit
+from .influence_pipeline import frame_sha256
+from .models import RegressionModel
+from .train import _encode, _pad
 
 __all__ = [
     "SELECTORS",
     "STRATUM_NAMES",
-    "SelectionRun",
     "allocate",
-    "cached_influence_scores",
     "ecfp4_bitvectors",
     "embed_smiles",
-    "finetune_with_additions",
     "frame_sha256",
-    "head_influence_scores",
-    "influence_cache_key",
     "kmeans_diversity_sample",
     "maxmin_sample",
     "merge_additions",
@@ -462,280 +450,7 @@ def select(
 
 
 # --------------------------------------------------------------------------------------------
-# influence scores through the run cache
-# --------------------------------------------------------------------------------------------
-
-#: Bump when the way cached influence scores / selection fine-tunes are computed changes.
-CODE_VERSIONS = {"influence_scores": "1", "selection_finetuned": "1"}
-
-
-def frame_sha256(frame: pd.DataFrame, columns: Sequence[str] = ("smiles", "label")) -> str:
-    """sha256 of the given columns of ``frame``, row by row (identifies a data part in cache keys)."""
-    text = "\n".join("\t".join(repr(v) for v in row) for row in frame[list(columns)].itertuples(index=False))
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def influence_cache_key(
-    model_entry: str,
-    train: pd.DataFrame,
-    target: pd.DataFrame,
-    pool: pd.DataFrame,
-    subset: str | int = "head",
-    solver: str = "cg",
-    damping: float = 0.01,
-    solver_kwargs: Mapping[str, Any] | None = None,
-    damping_increases: int = 0,
-) -> dict:
-    """Cache key of influence scores: fine-tuned model entry + data checksums + solver settings.
-
-    ``model_entry`` is the name of the fine-tuned model's cache folder
-    (``pipeline.finetuned_model(...).path.name``), which already hashes its task, backbone and recipe.
-    """
-    return {
-        "code_version": CODE_VERSIONS["influence_scores"],
-        "finetuned_entry": str(model_entry),
-        "train_sha256": frame_sha256(train),
-        "target_sha256": frame_sha256(target),
-        "pool_sha256": frame_sha256(pool),
-        "subset": subset,
-        "solver": solver,
-        "damping": float(damping),
-        "solver_kwargs": dict(solver_kwargs or {}),
-        "damping_increases": int(damping_increases),
-    }
-
-
-def head_influence_scores(
-    model: RegressionModel,
-    tokenizer: PreTrainedTokenizerBase,
-    scaler: TargetScaler | None,
-    train: pd.DataFrame,
-    target: pd.DataFrame,
-    pool: pd.DataFrame,
-    solver: str = "cg",
-    damping: float = 0.01,
-    solver_kwargs: Mapping[str, Any] | None = None,
-    batch_size: int = 512,
-    progress: bool = False,
-    damping_increases: int = 0,
-) -> InfluenceResult:
-    """Influence scores over the regression head only, on precomputed (frozen) backbone features.
-
-    With ``subset="head"`` only the head's parameters vary, so the encoder's mean-pooled features are
-    constants: they are computed once (:func:`embed_smiles`, eval mode, float32) and every gradient and
-    Hessian-vector product runs through the small head alone. Mathematically identical to
-    ``influence_scores(..., subset="head")`` (same loss, same Hessian, same sign convention: positive =
-    helpful), but each HVP costs milliseconds instead of a pass of the encoder over the training set.
-
-    Parameters
-    ----------
-    model, tokenizer, scaler
-        Fine-tuned model, tokenizer, target scaler (``None`` if labels are already scaled).
-    train, target, pool
-        Frames with ``smiles`` and ``label`` (Hessian set, target set, candidates).
-    solver, damping, solver_kwargs
-        See :func:`molft_utils.influence.compute_influence`.
-    batch_size
-        Minibatch for the feature-space gradients and HVPs.
-    progress
-        tqdm bars for the feature pass.
-    damping_increases
-        When CG meets non-positive curvature (``H + λI`` not positive definite), multiply ``λ`` by 10 and
-        solve again, at most this many times (the features are reused); the damping used is in
-        ``result.solver.damping``.
-
-    Raises
-    ------
-    ValueError
-        If ``H + λI`` is still not positive definite after the allowed increases.
-
-    Returns
-    -------
-    InfluenceResult
-        Scores aligned with ``pool`` rows; ``param_names`` carry the ``head.`` prefix.
-    """
-    from .influence import (
-        HessianOperator,
-        compute_influence,
-        full_gradient,
-        per_sample_gradients,
-    )
-
-    def scaled(y: pd.Series) -> torch.Tensor:
-        v = np.asarray(y, dtype=float) if scaler is None else scaler.transform(y)
-        return torch.as_tensor(v, dtype=torch.float32, device=next(model.head.parameters()).device)
-
-    was_training = model.training
-    model.eval()
-    try:
-        feats = {
-            name: torch.from_numpy(embed_smiles(model, tokenizer, list(frame.smiles), progress=progress))
-            for name, frame in (("train", train), ("target", target), ("pool", pool))
-        }
-        head = model.head
-        params = {n: p.detach().float() for n, p in head.named_parameters()}
-        device = next(iter(params.values())).device
-        feats = {k: v.to(device) for k, v in feats.items()}
-
-        def sample_loss(p: dict[str, torch.Tensor], batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-            pred = torch.func.functional_call(head, p, (batch["x"],)).squeeze(-1)
-            return (pred - batch["y"]) ** 2
-
-        def mean_loss(p: dict[str, torch.Tensor], batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-            return sample_loss(p, batch).mean()
-
-        def collate_of(x: torch.Tensor, y: torch.Tensor) -> Callable[[np.ndarray], dict[str, torch.Tensor]]:
-            def collate(idx: np.ndarray) -> dict[str, torch.Tensor]:
-                i = torch.as_tensor(np.asarray(idx), dtype=torch.long)
-                return {"x": x[i], "y": y[i]}
-
-            return collate
-
-        train_c = collate_of(feats["train"], scaled(train.label))
-        target_c = collate_of(feats["target"], scaled(target.label))
-        pool_c = collate_of(feats["pool"], scaled(pool.label))
-        hessian = HessianOperator(mean_loss, params, train_c, len(train), batch_size)
-        t0 = time.perf_counter()
-        s = full_gradient(mean_loss, params, target_c, len(target), batch_size)
-        t_grad = time.perf_counter() - t0
-        for attempt in range(damping_increases + 1):
-            try:
-                result = compute_influence(
-                    hessian,
-                    s,
-                    lambda h: per_sample_gradients(sample_loss, params, pool_c, len(pool), batch_size, project=h),
-                    solver=solver,
-                    damping=damping,
-                    solver_kwargs=solver_kwargs,
-                )
-                break
-            except ValueError as err:
-                if attempt == damping_increases:
-                    raise
-                logger.warning("%s; retrying with damping %g", err, damping * 10)
-                damping *= 10
-    finally:
-        model.train(was_training)
-    result.timings["target_grad"] = t_grad
-    result.param_names = [f"head.{n}" for n in params]
-    return result
-
-
-def _full_influence_with_retries(*args: Any, damping: float, damping_increases: int, **kwargs: Any) -> InfluenceResult:
-    """:func:`molft_utils.influence.influence_scores` with the ×10 damping retries of :func:`head_influence_scores`."""
-    from .influence import influence_scores
-
-    for attempt in range(damping_increases + 1):
-        try:
-            return influence_scores(*args, damping=damping, **kwargs)
-        except ValueError as err:
-            if attempt == damping_increases:
-                raise
-            logger.warning("%s; retrying with damping %g", err, damping * 10)
-            damping *= 10
-    raise AssertionError("unreachable")
-
-
-def cached_influence_scores(
-    model: RegressionModel,
-    tokenizer: PreTrainedTokenizerBase,
-    scaler: TargetScaler | None,
-    model_entry: str,
-    train: pd.DataFrame,
-    target: pd.DataFrame,
-    pool: pd.DataFrame,
-    cache: ModelCache | None = None,
-    subset: str | int = "head",
-    solver: str = "cg",
-    damping: float = 0.01,
-    solver_kwargs: Mapping[str, Any] | None = None,
-    progress: bool = False,
-    damping_increases: int = 0,
-) -> tuple[np.ndarray, dict, bool]:
-    """Influence of every pool molecule on the mean target loss, computed once and cached.
-
-    Calls :func:`molft_utils.influence.influence_scores` (positive score = adding the molecule is predicted to
-    lower the target loss) - for ``subset="head"`` the equivalent but much faster :func:`head_influence_scores`
-    (the backbone is fixed, so its features are computed once) - and stores ``scores.npy`` plus ``info.json``
-    (solver diagnostics, timings) under cache kind ``"influence_scores"`` with the key of :func:`influence_cache_key`.
-
-    Parameters
-    ----------
-    model, tokenizer, scaler
-        The fine-tuned model, its tokenizer and target scaler.
-    model_entry
-        Name of the model's cache folder (part of the key).
-    train, target, pool
-        Frames with ``smiles`` and ``label``: the Hessian's training set, the target set (validation split)
-        and the candidates.
-    cache
-        Defaults to :class:`~molft_utils.runs.ModelCache`.
-    subset, solver, damping, solver_kwargs
-        Passed to :func:`~molft_utils.influence.influence_scores`.
-    progress
-        tqdm bars (silenced when ``CI`` is set).
-    damping_increases
-        Allowed ×10 increases of the damping when CG meets non-positive curvature (see
-        :func:`head_influence_scores`); part of the cache key. ``info["solver"]["damping"]`` is the damping used.
-
-    Returns
-    -------
-    (scores, info, cache_hit)
-        Scores aligned with ``pool`` rows, the stored diagnostics, and whether the cache already had them.
-    """
-    cache = cache or ModelCache()
-    key = influence_cache_key(
-        model_entry, train, target, pool, subset, solver, damping, solver_kwargs, damping_increases
-    )
-    hit = cache.has("influence_scores", key)
-
-    def build(out: Path) -> None:
-        if subset == "head":
-            res = head_influence_scores(
-                model,
-                tokenizer,
-                scaler,
-                train,
-                target,
-                pool,
-                solver,
-                damping,
-                solver_kwargs,
-                progress=progress,
-                damping_increases=damping_increases,
-            )
-        else:
-            res = _full_influence_with_retries(
-                model,
-                tokenizer,
-                list(train.smiles),
-                list(train.label),
-                list(target.smiles),
-                list(target.label),
-                list(pool.smiles),
-                list(pool.label),
-                scaler=scaler,
-                subset=subset,
-                solver=solver,
-                damping=damping,
-                solver_kwargs=solver_kwargs,
-                progress=progress,
-                damping_increases=damping_increases,
-            )
-        np.save(out / "scores.npy", np.asarray(res.scores, dtype=np.float64))
-        info = {"solver": asdict(res.solver), "timings": res.timings, "n_params": res.n_params}
-        (out / "info.json").write_text(json.dumps(to_jsonable(info), indent=2) + "\n")
-
-    path = cache.get_or_create("influence_scores", key, build)
-    scores = np.load(path / "scores.npy")
-    info = json.loads((path / "info.json").read_text()) | {"cache_entry": path.name}
-    if len(scores) != len(pool):
-        raise RuntimeError(f"cached influence scores at {path} have {len(scores)} rows, pool has {len(pool)}")
-    return scores, info, hit
-
-
-# --------------------------------------------------------------------------------------------
-# fine-tuning on the training split plus a selection
+# the training split plus a selection; label noise of the pool
 # --------------------------------------------------------------------------------------------
 
 
@@ -754,95 +469,6 @@ def merge_additions(train: pd.DataFrame, pool: pd.DataFrame, positions: Sequence
         raise ValueError(f"positions out of range for a pool of {len(pool)} molecules")
     added = pool.iloc[pos].assign(source="pool")
     return pd.concat([train.assign(source="train"), added], ignore_index=True)
-
-
-@dataclass
-class SelectionRun:
-    """A fine-tuned model of one selection strategy (loaded from the cache)."""
-
-    model: RegressionModel
-    tokenizer: PreTrainedTokenizerBase
-    scaler: TargetScaler
-    fit: FitResult
-    path: Path
-    cache_hit: bool
-
-
-def finetune_with_additions(
-    backbone_path: str | Path,
-    train: pd.DataFrame,
-    valid: pd.DataFrame,
-    config: TrainConfig,
-    cache: ModelCache | None = None,
-    key_extra: Mapping[str, Any] | None = None,
-    progress: bool = False,
-) -> SelectionRun:
-    """Fine-tune a fresh :class:`RegressionModel` from ``backbone_path`` on ``train`` (cached).
-
-    The regression head is initialised with ``torch.manual_seed(config.seed)``, exactly as
-    :func:`molft_utils.pipeline.finetuned_model` does, so runs that differ only in their training rows are
-    paired (same seed, same initial head, same recipe).
-
-    Parameters
-    ----------
-    backbone_path
-        A folder loadable with :func:`molft_utils.models.load_backbone` (e.g. the MLM-adapted backbone).
-    train
-        Training rows (``smiles``, ``label``), e.g. from :func:`merge_additions`.
-    valid
-        Validation rows for early stopping.
-    config
-        Fine-tuning recipe.
-    cache
-        Defaults to :class:`~molft_utils.runs.ModelCache`; entries under kind ``"selection_finetuned"``.
-    key_extra
-        Anything else that identifies the run (e.g. the backbone's cache entry and the strategy name).
-    progress
-        tqdm bars.
-
-    Returns
-    -------
-    SelectionRun
-        The best-validation-epoch model in eval mode, its scaler and fit record.
-    """
-    cache = cache or ModelCache()
-    backbone_path = Path(backbone_path)
-    key = {
-        "code_version": CODE_VERSIONS["selection_finetuned"],
-        "backbone_entry": backbone_path.name,
-        "train_sha256": frame_sha256(train),
-        "valid_sha256": frame_sha256(valid),
-        "train": asdict(config),
-        **dict(key_extra or {}),
-    }
-    hit = cache.has("selection_finetuned", key)
-
-    def build(out: Path) -> None:
-        backbone, tokenizer = load_backbone(backbone_path)
-        torch.manual_seed(config.seed)
-        reg = RegressionModel(backbone)
-        res = fit(
-            reg,
-            tokenizer,
-            list(train.smiles),
-            list(train.label),
-            list(valid.smiles),
-            list(valid.label),
-            config,
-            progress=progress,
-        )
-        reg.save(out / "model", extra={"scaler": res.scaler.to_dict()})
-        tokenizer.save_pretrained(out / "model")
-        record = {k: v for k, v in asdict(res).items() if k != "scaler"} | {"scaler": res.scaler.to_dict()}
-        (out / "fit.json").write_text(json.dumps(to_jsonable(record), indent=2) + "\n")
-
-    path = cache.get_or_create("selection_finetuned", key, build)
-    reg, meta = RegressionModel.load(path / "model")
-    tokenizer = AutoTokenizer.from_pretrained(path / "model")
-    record = json.loads((path / "fit.json").read_text())
-    scaler = TargetScaler.from_dict(meta["scaler"])
-    fit_result = FitResult(**{k: v for k, v in record.items() if k != "scaler"}, scaler=scaler)
-    return SelectionRun(reg, tokenizer, scaler, fit_result, path, hit)
 
 
 def pool_label_noise(pool: pd.DataFrame, reference: pd.DataFrame, column: str = "smiles_flat") -> pd.DataFrame:

@@ -10,8 +10,9 @@ import torch
 from molft_utils import influence as inf
 from molft_utils import influence_pipeline as ip
 from molft_utils.models import RegressionModel
+from molft_utils.pipeline import FinetuneArtefact
 from molft_utils.runs import ModelCache
-from molft_utils.train import TrainConfig
+from molft_utils.train import TargetScaler, TrainConfig
 
 torch.set_num_threads(1)
 
@@ -95,6 +96,60 @@ def test_retrain_with_additions_is_cached_and_uses_additions(tiny_mlm, tokenizer
     c = ip.retrain_with_additions(backbone, train, pool, valid, cfg, cache)
     assert not a.cache_hit and b.cache_hit and not c.cache_hit
     assert a.path == b.path != c.path
+    for (na, pa), (nb, pb) in zip(a.model.named_parameters(), b.model.named_parameters(), strict=True):
+        assert na == nb and torch.equal(pa, pb)
     assert len(a.fit.history) == 1 and a.init == "mlm+additions"
     # the scaler is fitted on the labels actually trained on (train + additions)
     assert a.scaler.to_dict() != c.scaler.to_dict()
+
+
+def _frames():
+    frame = pd.DataFrame({"smiles": SMILES, "label": np.linspace(-1.0, 3.0, len(SMILES))})
+    return frame.iloc[:5].reset_index(drop=True), frame.iloc[5:7].reset_index(drop=True), frame.iloc[7:].reset_index(
+        drop=True
+    )
+
+
+def test_cached_head_influence_hits_and_matches_influence_scores(tiny_mlm, tokenizer, tmp_path):
+    torch.manual_seed(0)
+    model = RegressionModel(tiny_mlm.roformer, dropout=0.0).eval()  # untrained head: H is indefinite
+    train, target, pool = _frames()
+    scaler = TargetScaler().fit(train.label)
+    art = FinetuneArtefact(model, tokenizer, scaler, None, tmp_path / "finetuned-entry", False, "mlm")
+    cache = ModelCache(tmp_path / "cache")
+    settings = ip.influence_settings(smoke=True) | {"cg_tol": 1e-10, "lissa_tol": 1e-9, "damping_fraction": 0.05}
+    first = ip.cached_head_influence(art, train, target, pool, cache, **settings)
+    second = ip.cached_head_influence(art, train, target, pool, cache, **settings)
+    assert (first.cache_hit, second.cache_hit) == (False, True) and first.cache_entry == second.cache_entry
+    assert np.array_equal(first.scores, second.scores) and np.array_equal(first.scores_lissa, second.scores_lissa)
+    assert first.scores.shape == (len(pool),) and first.damping == second.damping
+    assert torch.equal(first.inverse_hvp, second.inverse_hvp)
+    assert second.cg_info.converged and second.cg_info.iterations == first.cg_info.iterations
+    assert second.diagnostics() == first.diagnostics()
+    # the damping keeps H + λI positive definite although this head's Hessian is indefinite
+    assert second.damping > max(0.0, -second.lambda_min)
+    ref = inf.influence_scores(
+        model, tokenizer, list(train.smiles), list(train.label), list(target.smiles), list(target.label),
+        list(pool.smiles), list(pool.label), scaler=scaler, subset="head", solver="cg", damping=second.damping,
+        solver_kwargs={"tol": 1e-10}, progress=False,
+    )
+    np.testing.assert_allclose(second.scores, ref.scores, rtol=1e-4, atol=1e-6 * np.abs(ref.scores).max())
+    assert second.n_params == sum(p.numel() for p in model.head.parameters())
+    # a different model entry, target set or solver setting is a different entry
+    key = ip.influence_cache_key("finetuned-entry", train, target, pool, **settings)
+    assert cache.path_for("influence_scores", key).name == second.cache_entry
+    for other in (
+        ip.influence_cache_key("other-entry", train, target, pool, **settings),
+        ip.influence_cache_key("finetuned-entry", train, pool, pool, **settings),
+        ip.influence_cache_key("finetuned-entry", train, target, pool, **(settings | {"lissa_depth": 10})),
+    ):
+        assert cache.path_for("influence_scores", other) != cache.path_for("influence_scores", key)
+    with pytest.raises(TypeError, match="unknown influence settings"):
+        ip.influence_cache_key("e", train, target, pool, damping=0.1)
+
+
+def test_influence_settings_are_shared_defaults():
+    assert ip.influence_settings() == ip.influence_settings(False, 0.01, 1000)
+    assert ip.influence_settings(True)["lissa_depth"] == 200
+    assert ip.influence_settings(False, lissa_depth=50)["lissa_depth"] == 50
+    assert ip.influence_settings(False, 0.1)["damping_fraction"] == 0.1

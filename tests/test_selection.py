@@ -233,7 +233,8 @@ def test_select_dispatch(pool):
         select("entropy", 5, labels=y)
 
 
-# ---------------------------------------------------------------- cached influence, merge, fine-tune, noise
+# ---------------------------------------------------------------- merge, label noise
+# (cached influence scores and the retrains with additions: tests/test_influence_pipeline.py)
 
 
 def _frames(tokenizer):
@@ -243,39 +244,6 @@ def _frames(tokenizer):
     labels = np.linspace(-1.0, 3.0, len(smiles))
     df = pd.DataFrame({"smiles": smiles, "smiles_flat": smiles, "label": labels})
     return df.iloc[:6].reset_index(drop=True), df.iloc[6:9].reset_index(drop=True), df.iloc[9:].reset_index(drop=True)
-
-
-def test_cached_influence_scores_hits_and_matches_direct(tiny_mlm, tokenizer, tmp_path):
-    from molft_utils.influence import influence_scores
-    from molft_utils.runs import ModelCache
-    from molft_utils.selection import cached_influence_scores, influence_cache_key
-    from molft_utils.train import TargetScaler
-
-    torch.manual_seed(0)
-    model = RegressionModel(tiny_mlm.roformer, dropout=0.0)
-    train, target, pool = _frames(tokenizer)
-    scaler = TargetScaler().fit(train.label)
-    cache = ModelCache(tmp_path)
-    args = (model, tokenizer, scaler, "entry", train, target, pool, cache)
-    s1, info1, hit1 = cached_influence_scores(*args, damping=50.0)
-    s2, _, hit2 = cached_influence_scores(*args, damping=50.0)
-    assert (hit1, hit2) == (False, True)
-    assert s1.shape == (len(pool),) and np.array_equal(s1, s2)
-    direct = influence_scores(
-        model, tokenizer, list(train.smiles), list(train.label), list(target.smiles), list(target.label),
-        list(pool.smiles), list(pool.label), scaler=scaler, damping=50.0, progress=False,
-    ).scores
-    np.testing.assert_allclose(s1, direct, rtol=1e-4, atol=1e-7)
-    n_head = sum(p.numel() for p in model.head.parameters())
-    assert info1["n_params"] == n_head and "solve" in info1["timings"]
-    # a different solver setting or model is a different entry
-    k = influence_cache_key("entry", train, target, pool, damping=50.0)
-    assert cache.path_for("influence_scores", k) != cache.path_for(
-        "influence_scores", influence_cache_key("entry", train, target, pool, damping=60.0)
-    )
-    assert cache.path_for("influence_scores", k) != cache.path_for(
-        "influence_scores", influence_cache_key("other", train, target, pool, damping=50.0)
-    )
 
 
 def test_merge_additions(tokenizer):
@@ -293,27 +261,6 @@ def test_merge_additions(tokenizer):
         merge_additions(train, pool, [len(pool)])
 
 
-def test_finetune_with_additions_caches_and_pairs(tiny_mlm, tokenizer, tmp_path):
-    from molft_utils.runs import ModelCache
-    from molft_utils.selection import finetune_with_additions, merge_additions
-    from molft_utils.train import TrainConfig
-
-    backbone_dir = tmp_path / "backbone"
-    tiny_mlm.roformer.save_pretrained(backbone_dir)
-    tokenizer.save_pretrained(backbone_dir)
-    train, valid, pool = _frames(tokenizer)
-    cfg = TrainConfig(epochs=1, batch_size=4, mixed_precision="no", seed=0)
-    cache = ModelCache(tmp_path / "cache")
-    a = finetune_with_additions(backbone_dir, train, valid, cfg, cache)
-    b = finetune_with_additions(backbone_dir, train, valid, cfg, cache)
-    assert not a.cache_hit and b.cache_hit and a.path == b.path
-    assert len(a.fit.history) == 1 and np.isfinite(a.fit.best_valid_rmse)
-    c = finetune_with_additions(backbone_dir, merge_additions(train, pool, [0, 1]), valid, cfg, cache)
-    assert c.path != a.path and not c.cache_hit
-    for (na, pa), (nb, pb) in zip(a.model.named_parameters(), b.model.named_parameters(), strict=True):
-        assert na == nb and torch.equal(pa, pb)
-
-
 def test_pool_label_noise():
     import pandas as pd
 
@@ -325,21 +272,3 @@ def test_pool_label_noise():
     assert out.smiles.tolist() == ["B", "C"]
     np.testing.assert_allclose(out.reference_label, [1.5, 3.5])
     np.testing.assert_allclose(out.difference, [0.5, -0.5])
-
-
-def test_cached_influence_scores_increases_damping(tiny_mlm, tokenizer, tmp_path):
-    from molft_utils.runs import ModelCache
-    from molft_utils.selection import cached_influence_scores
-    from molft_utils.train import TargetScaler
-
-    torch.manual_seed(0)
-    model = RegressionModel(tiny_mlm.roformer, dropout=0.0)
-    train, target, pool = _frames(tokenizer)
-    scaler = TargetScaler().fit(train.label)
-    args = (model, tokenizer, scaler, "entry", train, target, pool, ModelCache(tmp_path))
-    with pytest.raises(ValueError, match="positive"):  # this untrained head's Hessian is indefinite at λ = 0.1
-        cached_influence_scores(*args, damping=0.1)
-    scores, info, _ = cached_influence_scores(*args, damping=0.1, damping_increases=4)
-    used = info["solver"]["damping"]
-    assert used > 0.1 and np.isclose(np.log10(used / 0.1), round(np.log10(used / 0.1)))
-    assert np.isfinite(scores).all() and info["solver"]["converged"]
