@@ -33,6 +33,8 @@ def test_missing_backbone_gives_clear_error(tmp_path, monkeypatch):
     with pytest.raises(BackboneUnavailableError, match="config.json missing"):
         load_backbone(tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # huggingface_hub reads the variable at import time; without this the test waits for network timeouts
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     with pytest.raises(BackboneUnavailableError, match="huggingface-cli download"):
         load_backbone("ibm/MoLFormer-XL-both-10pct")
 
