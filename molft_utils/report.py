@@ -69,8 +69,9 @@ def _mean_std(values: Sequence[float], digits: int = 3) -> str:
     arr = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
     if arr.size == 0:
         return "–"
-    std = float(arr.std(ddof=1)) if arr.size > 1 else float("nan")
-    return format_mean_std(float(arr.mean()), std, int(arr.size), digits)
+    if arr.size == 1:  # no spread to show from one seed
+        return f"{arr[0]:.{digits}f} (n=1)"
+    return format_mean_std(float(arr.mean()), float(arr.std(ddof=1)), int(arr.size), digits)
 
 
 def method_table(records: Sequence[dict]) -> pd.DataFrame:

@@ -181,3 +181,9 @@ def test_paired_reference_pattern(tmp_path: Path) -> None:
     assert pt.loc["50", "ΔRMSE vs method=Full FT"] == "-0.200 ± 0.141 (n=2)"
     assert pt.loc["all", "ΔRMSE vs method=Full FT"] == "0.200 ± 0.141 (n=2)"
     assert pt.loc["50", "seeds better"] == "2/2" and pt.loc["all", "seeds better"] == "0/2"
+
+
+def test_single_seed_shows_no_spread(tmp_path: Path) -> None:
+    write_result(tmp_path / "r", "nb", 0, {"seed": 0}, {"A": {"rmse": 0.81234}})
+    recs = [json.loads((tmp_path / "r" / "result.json").read_text())]
+    assert method_table(recs).iloc[0]["RMSE"] == "0.812 (n=1)"
