@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -65,6 +66,11 @@ def _split_method(name: str) -> dict[str, str]:
     return out
 
 
+def _natural_key(name: str) -> list:
+    """Sort key that orders embedded numbers numerically (``labels=50`` before ``labels=100``)."""
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", name)]
+
+
 def _mean_std(values: Sequence[float], digits: int = 3) -> str:
     arr = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
     if arr.size == 0:
@@ -81,7 +87,7 @@ def method_table(records: Sequence[dict]) -> pd.DataFrame:
         for method, metrics in rec.get("metrics", {}).items():
             methods.setdefault(method, []).append(metrics)
     rows = []
-    for method, runs in methods.items():
+    for method, runs in sorted(methods.items(), key=lambda kv: _natural_key(kv[0])):
         row = _split_method(method)
         row["seeds"] = len(runs)
         keys = [k for k in METRIC_ORDER if any(k in r for r in runs)]
@@ -122,7 +128,7 @@ def paired_table(records: Sequence[dict], reference: str | dict, metric: str = "
                 diffs.setdefault(method, []).append(m[metric] - ref)
     label = reference if isinstance(reference, str) else ", ".join(f"{k}={v}" for k, v in reference.items())
     rows = []
-    for method, values in diffs.items():
+    for method, values in sorted(diffs.items(), key=lambda kv: _natural_key(kv[0])):
         arr = np.asarray(values)
         better = (arr < 0).sum() if metric in ("rmse", "mae", "mse") else (arr > 0).sum()
         rows.append(
