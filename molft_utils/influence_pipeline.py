@@ -53,7 +53,7 @@ from . import influence as inf
 from .models import RegressionModel, load_backbone
 from .pipeline import FinetuneArtefact
 from .runs import ModelCache, to_jsonable
-from .train import FitResult, TargetScaler, TrainConfig, _encode, fit
+from .train import FitResult, TargetScaler, TrainConfig, fit
 
 __all__ = [
     "INFLUENCE_CODE_VERSION",
@@ -85,20 +85,10 @@ def head_features(
     model: RegressionModel, tokenizer: PreTrainedTokenizerBase, smiles: Sequence[str], batch_size: int = 128
 ) -> torch.Tensor:
     """Mean-pooled backbone features (n, h), float32, eval mode, no autocast (the model's mode is restored)."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    ids = _encode(tokenizer, smiles)
-    out = []
-    try:
-        for start in range(0, len(ids), batch_size):
-            padded = tokenizer.pad({"input_ids": ids[start : start + batch_size]}, return_tensors="pt")
-            with torch.autocast(device_type=device.type, enabled=False):
-                feats = model.embed(padded["input_ids"].to(device), padded["attention_mask"].to(device))
-            out.append(feats.float().cpu())
-    finally:
-        model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0, model.head[0].in_features)
+    from .selection import embed_smiles  # selection imports this module
+
+    with torch.autocast(device_type=next(model.parameters()).device.type, enabled=False):
+        return torch.from_numpy(embed_smiles(model, tokenizer, smiles, batch_size))
 
 
 @dataclass
