@@ -14,8 +14,13 @@ Conventions a notebook can use in its record (see :func:`molft_utils.runs.write_
 * ``metrics``: ``{method: {metric: value}}`` on the test set. A method name made of
   ``"|"``-separated ``key=value`` parts (``"method=L2-SP|labels=50|split=random"``) is split into
   columns.
-* ``extra["paired_reference"]``: a method name; the report adds the paired difference of every other
-  method's RMSE against it (same seed), mean ± std.
+* ``extra["paired_reference"]``: a method name (or a dict of ``key=value`` parts); the report adds the paired
+  difference of every other method's RMSE against it (same seed): mean Δ, 95 % t interval over seeds, seeds
+  better and a verdict from :mod:`molft_utils.verdicts`.
+* ``extra["convergence"]``: ``{method: {...}}`` as returned by :func:`molft_utils.verdicts.convergence`
+  (``converged``, ``best_epoch``, ``epochs_run``, ``patience``, ...). Records written before convergence was
+  recorded are judged from their per-epoch ``histories`` (the report says so); without either the model's
+  convergence is "not recorded" and its comparisons are not decided.
 * ``extra["diagnostics"]``: ``{name: number}``, aggregated into a second table (e.g. solver errors,
   throughput, seconds).
 """
@@ -26,16 +31,30 @@ import argparse
 import datetime as _dt
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from . import verdicts as vd
 from .metrics import format_mean_std
 from .runs import config_hash, load_results
 
-__all__ = ["build_report", "diagnostics_table", "group_records", "markdown_table", "method_table", "paired_table"]
+__all__ = [
+    "LESSONS",
+    "build_report",
+    "comparison_markdown",
+    "comparison_table",
+    "diagnostics_table",
+    "group_records",
+    "lesson_comparisons",
+    "markdown_table",
+    "method_table",
+    "model_convergence",
+    "paired_table",
+    "readable",
+]
 
 log = logging.getLogger(__name__)
 
@@ -168,41 +187,460 @@ def _config_line(config: dict) -> str:
     return ", ".join(f"`{k}={v}`" for k, v in sorted(shown.items()))
 
 
-def _rmse_figure(table: pd.DataFrame, records: Sequence[dict], path: Path, title: str) -> bool:
+#: Per lesson: the question its comparisons answer (one line, shown in *Findings*) and its extra references
+#: besides ``extra["paired_reference"]`` (dicts of ``key=value`` parts, see :func:`paired_table`).
+LESSONS: dict[str, dict] = {
+    "01_finetune_and_mlm": {
+        "question": "Does pretraining, and domain-adaptive MLM on top of it, make the small chemical LM predict "
+        "logD better, and does it beat ECFP4 + random forest?",
+    },
+    "02_influence_lissa": {
+        "question": "Does adding the k pool molecules that influence functions rank most helpful (harmful) lower "
+        "(raise) test RMSE, against adding none and against adding k random ones?",
+        "references": [{"selection": "random"}],
+    },
+    "03_data_selection": {
+        "question": "Does a selection strategy pick pool molecules that lower test RMSE more than random picks "
+        "of the same budget?",
+    },
+    "04_peft": {
+        "question": "How close do parameter-efficient methods come to full fine-tuning at the same budget?",
+    },
+    "05_robust_finetuning": {
+        "question": "Do robust fine-tuning methods beat plain full fine-tuning with few labels, on random and "
+        "scaffold splits?",
+    },
+}
+#: Methods of notebook 05 built from Full FT models (they inherit Full FT's convergence).
+_DERIVED_05 = {"WiSE-FT", "Uniform soup", "Greedy soup", "RoFt-Mol"}
+
+
+def readable(name: str) -> str:
+    """A display label for a method key: ``selection=harmful|k=100`` → ``harmful, k = 100``;
+    ``method=L2-SP|labels=50|split=random`` → ``L2-SP, 50 labels, random split``."""
+    parts = _split_method(name)
+    out = []
+    for key, value in parts.items():
+        if key in ("method", "selection", "strategy"):
+            out.append(value)
+        elif key == "labels":
+            out.append("all labels" if value == "all" else f"{value} labels")
+        elif key == "split":
+            out.append(f"{value} split")
+        else:
+            out.append(f"{key} = {value}")
+    return ", ".join(out)
+
+
+def _history_for(rec: dict, method: str) -> tuple[list[dict] | None, int | None, str]:
+    """(history, patience, key) recorded for ``method`` in a record written before convergence was recorded."""
+    extra, cfg = rec.get("extra", {}), rec.get("config", {})
+    patience = cfg.get("patience")
+    hist = extra.get("histories", {})
+    if method in hist and isinstance(hist[method], list):
+        return hist[method], patience, "valid_rmse"
+    final = extra.get("final", {})
+    if isinstance(final.get(method), dict) and "history" in final[method]:
+        return final[method]["history"], patience, "valid_rmse"
+    parts = _split_method(method)
+    if {"method", "labels", "split"} <= set(parts):
+        setting = f"labels={parts['labels']}|split={parts['split']}"
+        per = hist.get(setting, {})
+        if isinstance(per, dict) and parts["method"] in per:
+            return per[parts["method"]], patience, "valid_rmse"
+    return None, patience, "valid_rmse"
+
+
+def model_convergence(rec: dict, method: str) -> dict | None:
+    """Convergence of ``method``'s model in one record: recorded, derived from its history, or ``None``.
+
+    Non-neural baselines (``ECFP4 + RF``) are ``{"iterative": False}``. In notebook 05, WiSE-FT, the soups and
+    RoFt-Mol are built from Full FT models and are converged only when those are (RoFt-Mol also needs its α
+    fit to have stopped on its selection half).
+    """
+    recorded = rec.get("extra", {}).get("convergence", {}).get(method)
+    if isinstance(recorded, dict) and "converged" in recorded:
+        return recorded
+    if method.startswith("ECFP4"):
+        return {"iterative": False, "converged": True, "reason": "not iteratively trained"}
+    parts = _split_method(method)
+    if parts.get("method") in _DERIVED_05 and "labels" in parts:
+        full = method.replace(f"method={parts['method']}", "method=Full FT")
+        components: dict[str, dict | None] = {"Full FT": model_convergence(rec, full)}
+        setting = f"labels={parts['labels']}|split={parts['split']}"
+        if parts["method"] in ("Uniform soup", "Greedy soup"):
+            per = rec.get("extra", {}).get("histories", {}).get(setting, {})
+            for member in per:
+                if member.startswith("Full FT ("):
+                    components[member] = vd.convergence(per[member], rec.get("config", {}).get("patience"))
+        if parts["method"] == "RoFt-Mol":
+            roft = rec.get("extra", {}).get("roft_mol", {}).get(setting, {})
+            # run_setting fits α with patience 3 on its selection half
+            components["α fit"] = (
+                vd.convergence(roft["history"], patience=3, key="select_rmse") if roft.get("history") else None
+            )
+        return vd.combine_convergence(components, f"built from Full FT ({parts['method']})")
+    history, patience, key = _history_for(rec, method)
+    if not history:
+        return None
+    out = vd.convergence(history, patience=patience, key=key)
+    out["derived"] = "from the recorded per-epoch history"
+    return out
+
+
+def _state(convs: Sequence[dict | None]) -> str:
+    """One model's state over seeds: the worst of them, with the first reason."""
+    labels = [vd.convergence_label(c) for c in convs]
+    for bad in ("unconverged", "not recorded"):
+        if bad in labels:
+            c = convs[labels.index(bad)]
+            why = (c or {}).get("reason", "")
+            n_bad = labels.count(bad)
+            return f"{bad} ({n_bad}/{len(labels)} seeds{': ' + why if why else ''})"
+    return labels[0] if labels else "not recorded"
+
+
+def lesson_comparisons(records: Sequence[dict], metric: str = "rmse") -> list[vd.Comparison]:
+    """Every paired comparison of a group of records (one notebook, one configuration, several seeds).
+
+    References: ``extra["paired_reference"]`` and the lesson's extra references in :data:`LESSONS`.
+    """
+    if not records:
+        return []
+    lesson = LESSONS.get(records[0]["notebook"], {})
+    refs = [records[0].get("extra", {}).get("paired_reference")] + list(lesson.get("references", []))
+    out = []
+    for ref in [r for r in refs if r]:
+        values: dict[tuple[str, str], dict[int, float]] = {}
+        ref_values: dict[tuple[str, str], dict[int, float]] = {}
+        convs: dict[str, list[dict | None]] = {}
+        for rec in records:
+            metrics = rec.get("metrics", {})
+            for method, m in metrics.items():
+                ref_name = _reference_for(method, ref)
+                if ref_name is None or ref_name == method or ref_name not in metrics:
+                    continue
+                if m.get(metric) is None or metrics[ref_name].get(metric) is None:
+                    continue
+                values.setdefault((method, ref_name), {})[rec["seed"]] = m[metric]
+                ref_values.setdefault((method, ref_name), {})[rec["seed"]] = metrics[ref_name][metric]
+                for name in (method, ref_name):
+                    convs.setdefault(f"{rec['seed']}|{name}", [model_convergence(rec, name)])
+        for (method, ref_name), vals in sorted(values.items(), key=lambda kv: _natural_key(kv[0][0])):
+            states = {}
+            for name in (method, ref_name):
+                per_seed = [convs[f"{s}|{name}"][0] for s in vals]
+                states[readable(name)] = _state(per_seed)
+            out.append(vd.compare(method, ref_name, vals, ref_values[(method, ref_name)], metric, states))
+    return out
+
+
+def comparison_table(comps: Sequence[vd.Comparison]) -> pd.DataFrame:
+    """One row per comparison: method, reference, mean Δ, 95 % CI, seeds better, verdict, convergence."""
+    rows = [{"method": readable(c.method), "vs": readable(c.reference), **c.as_row()} for c in comps]
+    return pd.DataFrame(rows)
+
+
+def comparison_markdown(comps: Sequence[vd.Comparison]) -> str:
+    """:func:`comparison_table` as markdown, with a line on the metric and direction."""
+    if not comps:
+        return ""
+    metric = METRIC_NAMES.get(comps[0].metric, comps[0].metric)
+    direction = "negative = lower, i.e. better" if comps[0].metric in vd.LOWER_IS_BETTER else "positive = better"
+    return (
+        f"Δ{metric} = method − reference, same seed ({direction}); 95 % CI by Student t over seeds.\n\n"
+        + markdown_table(comparison_table(comps))
+    )
+
+
+def _findings_line(notebook: str, comps: Sequence[vd.Comparison], n_seeds: int) -> str:
+    question = LESSONS.get(notebook, {}).get("question", "")
+    counts = pd.Series([c.verdict for c in comps]).value_counts().to_dict() if comps else {}
+    head = f"- **{notebook}** ({n_seeds} seed{'s' if n_seeds != 1 else ''}). {question} "
+    if not comps:
+        return head + "No paired comparison recorded."
+    if len(comps) <= 10:
+        items = "; ".join(f"{readable(c.method)} vs {readable(c.reference)}: *{c.verdict}*" for c in comps)
+        return head + "Verdicts: " + items + "."
+    summary = ", ".join(f"{v} ×{k}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
+    decided = [c for c in comps if c.verdict in (vd.BETTER, vd.WORSE)]
+    extra = "; ".join(f"{readable(c.method)}: *{c.verdict}*" for c in decided)
+    return head + f"{len(comps)} comparisons — " + summary + (f". Decided: {extra}." if extra else ".")
+
+
+def _plt():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    methods: dict[str, list[float]] = {}
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    _plt().close(fig)
+
+
+VERDICT_COLOURS = {vd.BETTER: "#2a9d4b", vd.WORSE: "#c0392b", vd.SAME: "#4c72b0"}
+
+
+def forest_figure(comps: Sequence[vd.Comparison], path: Path, title: str) -> bool:
+    """Paired differences with their 95 % intervals, one row per comparison, coloured by verdict."""
+    comps = [c for c in comps if c.n >= 1]
+    if not comps:
+        return False
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 0.28 * len(comps) + 1.4))
+    y = np.arange(len(comps))
+    for i, c in enumerate(comps):
+        colour = VERDICT_COLOURS.get(c.verdict, "#999999")
+        if np.isfinite(c.lo):
+            ax.plot([c.lo, c.hi], [i, i], color=colour, lw=2)
+        ax.plot(c.mean, i, "o", color=colour, ms=5)
+        ax.scatter(list(c.diffs.values()), np.full(c.n, i), color="k", s=6, zorder=3, alpha=0.6)
+    ax.axvline(0, color="k", lw=0.8)
+    refs = {c.reference for c in comps}
+    labels = [readable(c.method) + ("" if len(refs) == 1 else f"  (vs {readable(c.reference)})") for c in comps]
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.invert_yaxis()
+    metric = METRIC_NAMES.get(comps[0].metric, comps[0].metric)
+    ref_note = f" − {readable(next(iter(refs)))}" if len(refs) == 1 else " − reference"
+    ax.set_xlabel(f"Δ test {metric} (method{ref_note}); line: 95 % CI, dots: seeds", fontsize=9)
+    handles = [plt.Line2D([], [], color=c, marker="o", lw=2, label=k) for k, c in VERDICT_COLOURS.items()]
+    handles.append(plt.Line2D([], [], color="#999999", marker="o", lw=2, label="not decided"))
+    ax.legend(handles=handles, fontsize=7, loc="best")
+    ax.set_title(title, fontsize=10)
+    _save(fig, path)
+    return True
+
+
+def _per_seed(records: Sequence[dict], metric: str = "rmse") -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
     for rec in records:
-        for method, metrics in rec.get("metrics", {}).items():
-            if metrics.get("rmse") is not None:
-                methods.setdefault(method, []).append(metrics["rmse"])
+        for method, m in rec.get("metrics", {}).items():
+            if m.get(metric) is not None:
+                out.setdefault(method, []).append(float(m[metric]))
+    return out
+
+
+def _bars_figure(records: Sequence[dict], path: Path, title: str, reference: str | None = None) -> bool:
+    """Test RMSE per method: mean ± std bars and seed dots (the reference's mean as a dashed line)."""
+    methods = _per_seed(records)
     if not methods or len(methods) > 40:
         return False
-    names = list(methods)
+    plt = _plt()
+    names = sorted(methods, key=_natural_key)
+    fig, ax = plt.subplots(figsize=(7, 0.4 * len(names) + 1.3))
+    y = np.arange(len(names))
     means = [np.mean(methods[m]) for m in names]
     stds = [np.std(methods[m], ddof=1) if len(methods[m]) > 1 else 0.0 for m in names]
-    fig, ax = plt.subplots(figsize=(7, 0.35 * len(names) + 1.2))
-    y = np.arange(len(names))
-    ax.barh(y, means, xerr=stds, color="#4c72b0", alpha=0.85, capsize=3)
+    ax.barh(y, means, xerr=stds, color="#4c72b0", alpha=0.8, capsize=3)
     for i, m in enumerate(names):
         ax.scatter(methods[m], np.full(len(methods[m]), i), color="k", s=10, zorder=3)
-    ax.set_yticks(y, [n.replace("|", " | ") for n in names])
+    if reference and reference in methods:
+        ax.axvline(np.mean(methods[reference]), color="#c0392b", ls="--", lw=1, label=f"{readable(reference)} (mean)")
+        ax.legend(fontsize=8, loc="lower right")
+    ax.set_yticks(y, [readable(n) for n in names], fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel("test RMSE (logD units); bars: mean ± std over seeds, dots: seeds")
-    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("test RMSE (logD); bar: mean ± std over seeds, dots: seeds", fontsize=9)
     lo = min(min(v) for v in methods.values())
     ax.set_xlim(left=max(0.0, lo - 0.15))
-    fig.tight_layout()
+    ax.set_title(title, fontsize=10)
+    _save(fig, path)
+    return True
+
+
+def _rmse_vs_k_figure(records: Sequence[dict], path: Path, title: str) -> bool:
+    """Notebook 02: test RMSE against k per selection (k = 0 is the shared 'none' start), mean ± std band."""
+    methods = _per_seed(records)
+    curves: dict[str, dict[int, list[float]]] = {}
+    base = None
+    for name, vals in methods.items():
+        parts = _split_method(name)
+        if "selection" not in parts or "k" not in parts:
+            return False
+        if parts["selection"] == "none":
+            base = vals
+            continue
+        curves.setdefault(parts["selection"], {})[int(parts["k"])] = vals
+    if not curves:
+        return False
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for sel, per_k in sorted(curves.items()):
+        pts = ({0: base} if base else {}) | per_k
+        ks = sorted(pts)
+        mean = np.array([np.mean(pts[k]) for k in ks])
+        sd = np.array([np.std(pts[k], ddof=1) if len(pts[k]) > 1 else 0.0 for k in ks])
+        (line,) = ax.plot(ks, mean, "o-", label=sel)
+        ax.fill_between(ks, mean - sd, mean + sd, color=line.get_color(), alpha=0.15)
+    ax.set_xticks(sorted({0, *(k for c in curves.values() for k in c)}))
+    ax.set_xlabel("k pool molecules added (k = 0: none)")
+    ax.set_ylabel("test RMSE (logD)")
+    ax.legend(title="selection", fontsize=8)
+    ax.set_title(title + "; band: mean ± std over seeds", fontsize=10)
+    _save(fig, path)
+    return True
+
+
+def _learning_curve_figure(records: Sequence[dict], path: Path, title: str) -> bool:
+    """Notebook 03: test RMSE per strategy; a learning curve over ``n`` when several budgets exist."""
+    methods = _per_seed(records)
+    budgets = {_split_method(m).get("n") for m in methods if _split_method(m).get("n") not in (None, "0")}
+    if len(budgets) <= 1:
+        ref = next((m for m in methods if _split_method(m).get("strategy") == "random"), None)
+        return _bars_figure(records, path, title, reference=ref)
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    curves: dict[str, dict[int, list[float]]] = {}
+    for name, vals in methods.items():
+        parts = _split_method(name)
+        curves.setdefault(parts.get("strategy", name), {})[int(parts.get("n", 0))] = vals
+    for strat, pts in sorted(curves.items()):
+        ns = sorted(pts)
+        mean = np.array([np.mean(pts[n]) for n in ns])
+        sd = np.array([np.std(pts[n], ddof=1) if len(pts[n]) > 1 else 0.0 for n in ns])
+        (line,) = ax.plot(ns, mean, "o-", label=strat)
+        ax.fill_between(ns, mean - sd, mean + sd, color=line.get_color(), alpha=0.15)
+    ax.set_xlabel("pool molecules added (n)")
+    ax.set_ylabel("test RMSE (logD)")
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    _save(fig, path)
+    return True
+
+
+def _pareto_figure(records: Sequence[dict], path: Path, title: str) -> bool:
+    """Notebook 04: test RMSE against trainable parameters per method, with the Pareto front."""
+    methods = _per_seed(records)
+    params: dict[str, float] = {}
+    for rec in records:
+        for name, v in rec.get("extra", {}).get("diagnostics", {}).items():
+            if name.endswith(": trainable parameters"):
+                params[name.split(":")[0]] = float(v)
+    for m in methods:
+        if m not in params and m.startswith("full"):
+            params[m] = params.get("full", float("nan"))
+    pts = [(params[m], float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, m)
+           for m, v in methods.items() if np.isfinite(params.get(m, float("nan")))]  # fmt: skip
+    if len(pts) < 2:
+        return False
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for x, y, sd, m in pts:
+        marker = "s" if "recipe" in m else "o"
+        ax.errorbar(x, y, yerr=sd, fmt=marker, capsize=3, color="#4c72b0" if marker == "o" else "#888888")
+        ax.annotate(m if "recipe" not in m else "full, lesson-01 recipe", (x, y), textcoords="offset points",
+                    xytext=(6, 4), fontsize=8)  # fmt: skip
+    front, best = [], float("inf")
+    for x, y, _, _m in sorted(p for p in pts if "recipe" not in p[3]):
+        if y < best:
+            front.append((x, y))
+            best = y
+    if len(front) > 1:
+        ax.step(*zip(*front, strict=True), where="post", color="#c0392b", lw=1, ls="--", label="Pareto front")
+        ax.legend(fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters (head included, log scale)")
+    ax.set_ylabel("test RMSE (logD); mean ± std over seeds")
+    ax.set_title(title, fontsize=10)
+    _save(fig, path)
+    return True
+
+
+def _budget_order(value: str) -> float:
+    return float("inf") if value == "all" else float(value)
+
+
+def _rmse_vs_labels_figure(records: Sequence[dict], path: Path, title: str) -> bool:
+    """Notebook 05: test RMSE against label budget (50 → 100 → 500 → all) per method, a panel per split."""
+    methods = _per_seed(records)
+    table: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for name, vals in methods.items():
+        parts = _split_method(name)
+        if not {"method", "labels", "split"} <= set(parts):
+            return False
+        table.setdefault(parts["split"], {}).setdefault(parts["method"], {})[parts["labels"]] = vals
+    if not table:
+        return False
+    budgets = sorted({b for s in table.values() for m in s.values() for b in m}, key=_budget_order)
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(table), figsize=(5.2 * len(table), 4.6), sharey=True, squeeze=False)
+    typical = [np.mean(v) for s in table.values() for m, d in s.items() if m != "Uniform soup" for v in d.values()]
+    top = float(np.max(typical)) + 0.05
+    off_scale = set()
+    all_methods = sorted({m for s in table.values() for m in s})
+    cmap = plt.get_cmap("tab20")
+    colours = {m: cmap(i % 20) for i, m in enumerate(all_methods)}
+    for ax, (split, per_method) in zip(axes[0], sorted(table.items()), strict=True):
+        for method, per_budget in sorted(per_method.items()):
+            xs = [budgets.index(b) for b in budgets if b in per_budget]
+            ys = [float(np.mean(per_budget[b])) for b in budgets if b in per_budget]
+            if max(ys) > top:
+                off_scale.add(method)
+            ls = "-" if method == "Full FT" else "--" if method in _DERIVED_05 else ":"
+            ax.plot(xs, ys, marker="o", ls=ls, lw=2 if method == "Full FT" else 1, color=colours[method],
+                    label=method)  # fmt: skip
+        ax.set_xticks(range(len(budgets)), [f"{b}" for b in budgets])
+        ax.set_xlabel("training labels")
+        ax.set_title(f"{split} split", fontsize=10)
+        ax.set_ylim(top=top)
+    axes[0][0].set_ylabel("test RMSE (logD), mean over seeds")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="center right", title="method")
+    note = f" ({', '.join(sorted(off_scale))} above the axis)" if off_scale else ""
+    fig.suptitle(title + note, fontsize=10)
+    fig.tight_layout(rect=(0, 0, 0.84, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return True
 
 
-def build_report(root: str | Path, out: str | Path | None = None) -> Path:
+_LESSON_FIGURES = {
+    "02_influence_lissa": ("test RMSE against k", _rmse_vs_k_figure),
+    "03_data_selection": ("test RMSE per strategy", _learning_curve_figure),
+    "04_peft": ("test RMSE against trainable parameters", _pareto_figure),
+    "05_robust_finetuning": ("test RMSE against label budget", _rmse_vs_labels_figure),
+}
+
+
+def _our_size(by_lesson: Mapping[str, Sequence[dict]]) -> str:
+    for rec in by_lesson.get("04_peft", []):
+        n = rec.get("extra", {}).get("diagnostics", {}).get("full: trainable parameters")
+        if n:
+            return f" ({int(n):,} trainable parameters with its head, from lesson 04's record)"
+    return ""
+
+
+def reference_table(records_by_lesson: Mapping[str, Sequence[dict]], data_dir: Path) -> str:
+    """The student report's published numbers beside ours (markdown; empty without the data file)."""
+    path = data_dir / "reference_student_report.csv"
+    if not path.is_file():
+        return ""
+    ref = pd.read_csv(path, comment="#")
+    rows = []
+    for r in ref.itertuples(index=False):
+        recs = records_by_lesson.get(r.lesson, [])
+        ours = [rec["metrics"][r.our_method][r.metric] for rec in recs
+                if r.our_method in rec.get("metrics", {}) and r.metric in rec["metrics"][r.our_method]]  # fmt: skip
+        rows.append(
+            {
+                "lesson": r.lesson,
+                "method (report)": r.method,
+                "our method": readable(r.our_method),
+                "metric": METRIC_NAMES.get(r.metric, r.metric),
+                "published (MoLFormer-XL)": f"{r.value:g}",
+                "ours (molft-roformer-small)": _mean_std(ours),
+            }
+        )
+    return markdown_table(pd.DataFrame(rows))
+
+
+def build_report(root: str | Path, out: str | Path | None = None, data_dir: str | Path | None = None) -> Path:
     """Write ``summary.md`` (and ``figures/``) for every result below ``root``.
 
     Parameters
@@ -211,6 +649,8 @@ def build_report(root: str | Path, out: str | Path | None = None) -> Path:
         Directory searched recursively for ``result.json``.
     out
         Output markdown file; default ``root/summary.md``.
+    data_dir
+        Folder with ``reference_student_report.csv`` (default: ``data/`` beside ``root``).
 
     Returns
     -------
@@ -219,8 +659,19 @@ def build_report(root: str | Path, out: str | Path | None = None) -> Path:
     """
     root = Path(root)
     out = Path(out) if out else root / "summary.md"
+    data_dir = Path(data_dir) if data_dir else root.resolve().parent / "data"
     records = [r for r in load_results(root) if "notebook" in r and "metrics" in r]
     commits = sorted({str(r.get("environment", {}).get("git_commit") or "unknown")[:10] for r in records})
+    fig_dir = out.parent / "figures"
+    groups = group_records(records)
+    comps_by_group = {key: lesson_comparisons(recs) for key, recs in groups.items()}
+    derived = any(
+        isinstance(c, dict) and c.get("derived")
+        for recs in groups.values()
+        for rec in recs
+        for m in rec.get("metrics", {})
+        for c in [model_convergence(rec, m)]
+    )
     lines = [
         "# molft report",
         "",
@@ -230,7 +681,44 @@ def build_report(root: str | Path, out: str | Path | None = None) -> Path:
         "written by an executed notebook; nothing is typed by hand. Values are mean ± sample std over seeds, "
         "with the number of seeds in parentheses; test-set metrics unless stated otherwise.",
         "",
+        "## Findings",
+        "",
+        "Each lesson's question and the verdicts of its paired comparisons (method − reference on the same seed "
+        "and split; test RMSE). A verdict is *better* / *worse* when the whole 95 % confidence interval of the "
+        "mean paired difference (Student t over seeds) lies below / above zero, *not distinguishable* when it "
+        "contains zero, *not decided (unconverged)* when a model in the comparison did not converge or its "
+        "convergence is not recorded, and *not decided (n=1)* with a single seed. A run counts as converged "
+        "when validation stopped improving for `patience` evaluations at its end (early stopping), or when its "
+        f"best validation RMSE of the last {vd.CONVERGENCE_WINDOW} evaluations improved on the best before them "
+        f"by less than {vd.CONVERGENCE_THRESHOLD:.0%}; a shorter run that did not stop early is not converged.",
+        "",
     ]
+    if derived:
+        lines += [
+            "*Convergence:* some result files predate convergence records; for those, convergence is derived "
+            "from the per-epoch validation histories recorded in `result.json` (the rule above, with the "
+            "configured patience); a model without a recorded history is marked *convergence not recorded*.",
+            "",
+        ]
+    for (notebook, _), recs in groups.items():
+        n_seeds = len({r["seed"] for r in recs})
+        lines.append(_findings_line(notebook, comps_by_group[(notebook, _)], n_seeds))
+    lines.append("")
+    by_lesson = {nb: recs for (nb, _), recs in groups.items()}
+    ref_md = reference_table(by_lesson, data_dir)
+    if ref_md:
+        lines += [
+            "### Beside the student report this series reproduces",
+            "",
+            "Published numbers (`data/reference_student_report.csv`, provenance in `data/README.md`) were "
+            "measured with **MoLFormer-XL**, a 12-layer, 768-wide encoder pretrained on far more molecules; ours "
+            f"with the embedded **molft-roformer-small**{_our_size(by_lesson)}, with the budgets stated per lesson "
+            "below, and over seeds where the report has one run. The columns compare protocols, not backbones "
+            "of equal size: agreement or disagreement here is not a verdict on either.",
+            "",
+            ref_md,
+            "",
+        ]
     batch_log = root / "batch_log.json"
     if batch_log.is_file():
         import json
@@ -242,26 +730,26 @@ def build_report(root: str | Path, out: str | Path | None = None) -> Path:
             "(skipped runs were reused from earlier batches).",
             "",
         ]
-    fig_dir = out.parent / "figures"
-    for (notebook, ghash), recs in group_records(records).items():
+    for (notebook, ghash), recs in groups.items():
         seeds = sorted({r["seed"] for r in recs})
+        title = f"{notebook} ({len(seeds)} seed{'s' if len(seeds) != 1 else ''})"
         lines += [f"## {notebook}", ""]
         lines += [f"Configuration: {_config_line(_group_config(recs[0]))}", f"Seeds: {seeds}.", ""]
+        comps = comps_by_group[(notebook, ghash)]
+        if comps:
+            lines += ["Paired comparisons:", "", comparison_markdown(comps), ""]
+            fpath = fig_dir / f"{notebook}_{ghash}_forest.png"
+            if forest_figure(comps, fpath, f"{title}: paired differences"):
+                lines += [f"![{notebook} paired differences]({fpath.relative_to(out.parent)})", ""]
         table = method_table(recs)
-        lines += [markdown_table(table), ""]
-        ref = recs[0].get("extra", {}).get("paired_reference")
-        if ref:
-            pt = paired_table(recs, ref)
-            if not pt.empty:
-                shown = ref if isinstance(ref, str) else ", ".join(f"{k}={v}" for k, v in ref.items())
-                lines += [f"Paired differences against `{shown}` (same seed; negative = lower RMSE):", ""]
-                lines += [markdown_table(pt), ""]
+        lines += ["Per method:", "", markdown_table(table), ""]
+        kind, fig_fn = _LESSON_FIGURES.get(notebook, ("test RMSE per method", _bars_figure))
+        fpath = fig_dir / f"{notebook}_{ghash}_rmse.png"
+        if fig_fn(recs, fpath, f"{title}: {kind}"):
+            lines += [f"![{notebook} {kind}]({fpath.relative_to(out.parent)})", ""]
         diag = diagnostics_table(recs)
         if not diag.empty:
             lines += ["Diagnostics:", "", markdown_table(diag), ""]
-        fig_path = fig_dir / f"{notebook}_{ghash}_rmse.png"
-        if _rmse_figure(table, recs, fig_path, f"{notebook} ({len(seeds)} seed(s))"):
-            lines += [f"![{notebook} test RMSE]({fig_path.relative_to(out.parent)})", ""]
         runs = ", ".join(
             f"[seed={r['seed']}]({Path(r['path']).parent.relative_to(out.parent)}/)"
             for r in sorted(recs, key=lambda r: r["seed"])

@@ -100,7 +100,9 @@ def test_batch_failure_resume_and_report(toy: Path, tmp_path: Path) -> None:
     # the report aggregates what exists, seeds counted
     summary = (out / "summary.md").read_text()
     assert "## 00_toy" in summary and "0.510 ± 0.014 (n=2)" in summary  # good: 0.50 (seed 0) and 0.52 (seed 2)
-    assert "ΔRMSE vs reference" in summary and "-0.100 ± 0.000 (n=2)" in summary
+    assert summary.index("## Findings") < summary.index("## 00_toy")
+    # no convergence recorded by the toy: the interval says better, the verdict is not decided
+    assert "| good | reference | -0.100 | [-0.100, -0.100] | 2/2 | not decided (unconverged) | better |" in summary
     assert "| answer | 42.0000 ± 0.0000 (n=2) |" in summary
 
 
@@ -187,3 +189,15 @@ def test_single_seed_shows_no_spread(tmp_path: Path) -> None:
     write_result(tmp_path / "r", "nb", 0, {"seed": 0}, {"A": {"rmse": 0.81234}})
     recs = [json.loads((tmp_path / "r" / "result.json").read_text())]
     assert method_table(recs).iloc[0]["RMSE"] == "0.812 (n=1)"
+
+
+def test_report_verdicts_use_recorded_convergence(tmp_path: Path) -> None:
+    conv = {"converged": True, "best_epoch": 3, "epochs_run": 8, "patience": 5, "reason": "stopped early"}
+    for seed, (a, b) in enumerate([(0.50, 0.70), (0.52, 0.71), (0.49, 0.69)]):
+        write_result(tmp_path / "x" / f"seed={seed}", "00_toy", seed, {"seed": seed}, {"A": {"rmse": a}, "B": {"rmse": b}},
+                     extra={"paired_reference": "B", "convergence": {"A": conv, "B": conv}})  # fmt: skip
+    text = build_report(tmp_path).read_text()
+    findings = text.split("## Findings")[1].split("## 00_toy")[0]
+    assert "**00_toy** (3 seeds)" in findings and "A vs B: *better*" in findings
+    assert "| A | B | -0.197 |" in text and "| 3/3 | better | better | all converged |" in text
+    assert (tmp_path / "figures").is_dir() and any(p.name.endswith("_forest.png") for p in (tmp_path / "figures").iterdir())
