@@ -194,10 +194,11 @@ def test_single_seed_shows_no_spread(tmp_path: Path) -> None:
 def test_report_verdicts_use_recorded_convergence(tmp_path: Path) -> None:
     conv = {"converged": True, "best_epoch": 3, "epochs_run": 8, "patience": 5, "reason": "stopped early"}
     for seed, (a, b) in enumerate([(0.50, 0.70), (0.52, 0.71), (0.49, 0.69)]):
-        write_result(tmp_path / "x" / f"seed={seed}", "00_toy", seed, {"seed": seed}, {"A": {"rmse": a}, "B": {"rmse": b}},
-                     extra={"paired_reference": "B", "convergence": {"A": conv, "B": conv}})  # fmt: skip
+        metrics = {"A": {"rmse": a}, "B": {"rmse": b}}
+        extra = {"paired_reference": "B", "convergence": {"A": conv, "B": conv}}
+        write_result(tmp_path / "x" / f"seed={seed}", "00_toy", seed, {"seed": seed}, metrics, extra=extra)
     text = build_report(tmp_path).read_text()
     findings = text.split("## Findings")[1].split("## 00_toy")[0]
     assert "**00_toy** (3 seeds)" in findings and "A vs B: *better*" in findings
     assert "| A | B | -0.197 |" in text and "| 3/3 | better | better | all converged |" in text
-    assert (tmp_path / "figures").is_dir() and any(p.name.endswith("_forest.png") for p in (tmp_path / "figures").iterdir())
+    assert any(p.name.endswith("_forest.png") for p in (tmp_path / "figures").iterdir())
