@@ -29,6 +29,7 @@ import pandas as pd
 import torch
 from transformers import AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from . import verdicts
 from .corpus import sha256
 from .data import LIPOPHILICITY, load_external_pool, load_lipophilicity, md5
 from .metrics import regression_metrics
@@ -351,22 +352,18 @@ def evaluate(artefact: FinetuneArtefact, frame: pd.DataFrame) -> tuple[np.ndarra
     return pred, regression_metrics(frame.label.to_numpy(), pred)
 
 
-def convergence(history: list[dict], window: int = 5) -> dict[str, float | int | bool]:
-    """How settled a fine-tuning run was when it ended.
+def convergence(
+    history: list[dict],
+    patience: int | None = None,
+    window: int = verdicts.CONVERGENCE_WINDOW,
+    threshold: float = verdicts.CONVERGENCE_THRESHOLD,
+) -> dict[str, float | int | bool | str | None]:
+    """How settled a fine-tuning run was when it ended (see :func:`molft_utils.verdicts.convergence`).
 
-    Returns ``epochs_run``, ``best_epoch``, ``stopped_early`` (ended before the configured epochs by
-    early stopping) and ``last_window_gain``: relative improvement of the best validation RMSE
-    reached in the last ``window`` epochs over the best before them (≈0 means converged; early
-    stopping implies ≤ 0).
+    Returns ``epochs_run``, ``best_epoch``, ``patience``, ``stopped_early`` (validation did not improve in the
+    last ``patience`` epochs, which is when :func:`~molft_utils.train.fit` stops), ``last_window_gain``
+    (relative improvement of the best validation RMSE of the last ``window`` epochs over the best before them;
+    NaN for ≤ ``window`` epochs), ``window``, ``threshold``, ``converged`` (stopped early, or gain below
+    ``threshold``) and ``reason``.
     """
-    rmse = [r["valid_rmse"] for r in history]
-    out: dict[str, float | int | bool] = {
-        "epochs_run": len(history),
-        "best_epoch": int(np.argmin(rmse)) + 1 if rmse else 0,
-    }
-    if len(rmse) > window:
-        before, last = min(rmse[:-window]), min(rmse[-window:])
-        out["last_window_gain"] = (before - last) / before
-    else:
-        out["last_window_gain"] = float("nan")
-    return out
+    return verdicts.convergence(history, patience=patience, window=window, threshold=threshold)

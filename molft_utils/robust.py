@@ -83,6 +83,7 @@ from .device import autocast, autocast_dtype, get_device, seed_everything
 from .metrics import regression_metrics
 from .models import RegressionModel, mean_pool
 from .train import FitResult, TargetScaler, TrainConfig, TrainHooks, _encode, _pad, fit, predict
+from .verdicts import combine_convergence, convergence, fit_convergence
 
 __all__ = [
     "COARSE_GROUPS",
@@ -959,6 +960,10 @@ class SettingResult:
         ``{"ingredients": [...], "rows": [...]}`` of the greedy soup (indices into ``soup_members``).
     histories, seconds
         Training history and wall seconds per method.
+    convergence
+        Method → :func:`~molft_utils.verdicts.convergence` of its kept model (``best_epoch``, ``epochs_run`` in
+        validations, ``patience``, ``converged``, ...). WiSE-FT and the soups are built from Full FT models and
+        RoFt-Mol also from its α fit: theirs is :func:`~molft_utils.verdicts.combine_convergence` of those parts.
     """
 
     test_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -974,6 +979,7 @@ class SettingResult:
     soup_members: list[str] = field(default_factory=list)
     histories: dict[str, list[dict]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    convergence: dict[str, dict] = field(default_factory=dict)
 
 
 def run_setting(
@@ -1052,6 +1058,7 @@ def run_setting(
         else:
             model, res = train("Full FT")
         out.histories["Full FT"] = res.history
+        out.convergence["Full FT"] = fit_convergence(res)
         record("Full FT", model, res.scaler, res.best_valid_rmse)
     for method in [m for m in TRAINED_METHODS if m in methods and m != "Full FT"]:
         if method == "LP-FT":
@@ -1070,6 +1077,7 @@ def run_setting(
         else:
             model, res = train(method)
         out.histories[method] = res.history
+        out.convergence[method] = fit_convergence(res)
         record(method, model, res.scaler, res.best_valid_rmse)
 
     if not any(m in POST_HOC_METHODS for m in methods):
@@ -1081,6 +1089,7 @@ def run_setting(
         best = min(out.wise, key=lambda r: r["valid_rmse"])
         out.wise_alpha = best["alpha"]
         record("WiSE-FT", wise_ft(pt_state, ft_model, out.wise_alpha), ft_scaler, best["valid_rmse"])
+        out.convergence["WiSE-FT"] = combine_convergence({"Full FT": out.convergence["Full FT"]}, "built from Full FT")
         out.seconds["WiSE-FT"] = time.perf_counter() - t0
     if "Uniform soup" in methods or "Greedy soup" in methods:
         t0 = time.perf_counter()
@@ -1092,6 +1101,7 @@ def run_setting(
             members.append(model)
             out.soup_members.append(f"Full FT (lr x{factor}, seed +{i})")
             out.histories[out.soup_members[-1]] = res.history
+            out.convergence[out.soup_members[-1]] = fit_convergence(res)
         # the soup members share the Full FT scaler: same training labels, hence identical min-max scaling
         if "Uniform soup" in methods:
             soup = uniform_soup(members)
@@ -1100,6 +1110,10 @@ def run_setting(
             soup, ingredients, rows = greedy_soup(members, lambda m: valid_rmse_of(m, ft_scaler))
             out.soup = {"ingredients": ingredients, "rows": rows}
             record("Greedy soup", soup, ft_scaler, min(r["soup_score"] for r in rows if r["accepted"]))
+        parts = {m: out.convergence[m] for m in out.soup_members}
+        for soup_name in ("Uniform soup", "Greedy soup"):
+            if soup_name in out.test_metrics:
+                out.convergence[soup_name] = combine_convergence(parts, "built from the Full FT soup members")
         out.seconds["soups"] = time.perf_counter() - t0
     if "RoFt-Mol" in methods:
         t0 = time.perf_counter()
@@ -1109,6 +1123,10 @@ def run_setting(
             device=device, progress=progress,
         )  # fmt: skip
         out.roft_alphas, out.roft_history, out.roft_best_step = roft.alphas, roft.history, roft.best_step
+        alpha_fit = convergence(roft.history, patience=3, key="select_rmse")  # the patience passed above
+        out.convergence["RoFt-Mol"] = combine_convergence(
+            {"Full FT": out.convergence["Full FT"], "α fit": alpha_fit}, "built from Full FT and its α fit"
+        )
         record("RoFt-Mol", roft.model, ft_scaler, roft.best_select_rmse)
         out.seconds["RoFt-Mol"] = time.perf_counter() - t0
     order = [m for m in (*TRAINED_METHODS, *POST_HOC_METHODS) if m in out.test_metrics]

@@ -401,5 +401,12 @@ def test_run_setting_all_methods_consistent(tokenizer):
     assert set(res.roft_alphas) == {"embeddings", "layer.0", "layer.1"}
     assert all(0.0 <= a <= 1.0 for a in res.roft_alphas.values())
     assert len(res.soup_members) == 3 and res.soup["ingredients"]
+    # every kept model records its convergence; a 2-step run cannot have converged, nor what is built from it
+    assert set(res.convergence) >= set(methods)
+    for m in methods:
+        assert res.convergence[m]["converged"] is False, m
+    assert res.convergence["Full FT"]["epochs_run"] == len(res.histories["Full FT"])
+    assert res.convergence["Full FT"]["patience"] == 5
+    assert set(res.convergence["RoFt-Mol"]["parts"]) == {"Full FT", "α fit"}
     with pytest.raises(ValueError):
         run_setting(backbone, tokenizer, part, part, part, cfg, ("Nope",), steps=2, eval_every=2)

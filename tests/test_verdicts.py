@@ -111,3 +111,11 @@ def test_combine_and_label() -> None:
     assert vd.convergence_label({"converged": False}) == "unconverged"
     assert vd.convergence_label({"converged": True, "iterative": False}) == "not iterative"
     assert vd.convergence_label({"converged": True}) == "converged"
+
+
+def test_pipeline_convergence_returns_the_documented_keys() -> None:
+    from molft_utils import pipeline
+
+    out = pipeline.convergence(_hist([1.0, 0.8, 0.7, 0.75, 0.76]), patience=2)
+    assert out["stopped_early"] is True and out["converged"] is True  # documented key, now returned
+    assert {"epochs_run", "best_epoch", "patience", "last_window_gain", "converged", "reason"} <= set(out)
