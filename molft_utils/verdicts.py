@@ -43,6 +43,7 @@ __all__ = [
     "findings_for",
     "fit_convergence",
     "interval",
+    "theory_checks",
     "verdict",
 ]
 
@@ -254,6 +255,87 @@ def compare(
     return Comparison(method, reference, metric, diffs, mean, lo, hi, int(n_better), word, undecided, alone)
 
 
+def _direction(values: Sequence[float], zero: float = 0.0) -> tuple[str, str]:
+    """(``mean ± std (n)`` or the single value, and ``above`` / ``below`` / ``not distinguishable from``)."""
+    arr = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
+    if arr.size == 0:
+        return "–", "not measured against"
+    mean, lo, hi = interval(arr - zero)
+    shown = f"{arr[0]:+.3f} (n=1)" if arr.size == 1 else f"{arr.mean():+.3f} ± {arr.std(ddof=1):.3f} (n={arr.size})"
+    if arr.size < 2:
+        return shown, "above" if mean > 0 else "below" if mean < 0 else "equal to"
+    word = "above" if lo > 0 else "below" if hi < 0 else "not distinguishable from"
+    return shown, word
+
+
+def _diag(records: Sequence[Mapping], key: str) -> list[float]:
+    out = []
+    for rec in records:
+        v = rec.get("extra", {}).get("diagnostics", {}).get(key)
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            out.append(float(v))
+    return out
+
+
+def theory_checks(lesson: str, records: Sequence[Mapping]) -> list[str]:
+    """Markdown bullets: what the lesson's Theory predicts for a recorded diagnostic, and what the runs show.
+
+    The direction words come from the 95 % t interval over the records (one record: the sign only).
+    """
+    lines: list[str] = []
+    if lesson.startswith("02"):
+        shown, word = _direction(_diag(records, "duplicates spearman(|label diff|, score)"))
+        lines.append(
+            f"- Spearman(|pool label − Lipophilicity label|, influence score) on pool–train duplicates: {shown}, "
+            f"**{word} 0**. Theory's expectation: below 0 (a disagreeing label scored harmful)."
+        )
+    if lesson.startswith("03"):
+        shown, word = _direction(_diag(records, "Spearman influence vs |model error| on pool"))
+        lines.append(
+            f"- Spearman(influence score, |prediction − pool label|): {shown}, **{word} 0**. Expectation: below 0 "
+            "(molecules the model disagrees with scored harmful)."
+        )
+        base = _diag(records, "nearest-train Tanimoto random")
+        for strategy, expected in (("kmeans", "above (centroid-nearest: representative)"),
+                                   ("maxmin", "below (farthest-first: outliers)")):  # fmt: skip
+            vals = _diag(records, f"nearest-train Tanimoto {strategy}")
+            if len(vals) == len(base) and vals:
+                shown, word = _direction([a - b for a, b in zip(vals, base, strict=True)])
+                lines.append(
+                    f"- Nearest-train Tanimoto of the {strategy} picks − random picks: {shown}, **{word} 0**. "
+                    f"Expectation: {expected}."
+                )
+    if lesson.startswith("04"):
+        full = _diag(records, "full: seconds/epoch")
+        methods = sorted(
+            {k.split(":")[0] for r in records for k in r.get("extra", {}).get("diagnostics", {}) if
+             k.endswith(": seconds/epoch")} - {"full"}
+        )  # fmt: skip
+        for m in methods:
+            vals = _diag(records, f"{m}: seconds/epoch")
+            if len(vals) == len(full) and vals:
+                shown, word = _direction([v / f for v, f in zip(vals, full, strict=True)], zero=1.0)
+                shown = shown.replace("+", "")
+                lines.append(
+                    f"- Seconds per epoch of {m} ÷ full fine-tuning: {shown}, **{word} 1**. Expectation: about 1 "
+                    "(frozen encoder still runs forward and backward)."
+                )
+    if lesson.startswith("05"):
+        alphas = [
+            float(v)
+            for r in records
+            for k, v in r.get("extra", {}).get("diagnostics", {}).items()
+            if k.startswith("WiSE-FT alpha|") and "labels=all" not in k and isinstance(v, int | float)
+        ]
+        if alphas:
+            ones = sum(a == 1.0 for a in alphas)
+            lines.append(
+                f"- WiSE-FT chose α = 1 (the fine-tuned model itself) in {ones} of {len(alphas)} few-label settings "
+                "× seeds. Expectation: α below 1 with few labels (an over-fitted fine-tuned model)."
+            )
+    return lines
+
+
 def _lesson_dir(reports_dir: Path, lesson: str) -> Path | None:
     for cand in sorted(reports_dir.glob(f"{lesson}*")):
         if cand.is_dir():
@@ -261,7 +343,7 @@ def _lesson_dir(reports_dir: Path, lesson: str) -> Path | None:
     return None
 
 
-def findings_for(lesson: str, result: Mapping | str | Path | None = None, reports_dir: str | Path = "reports") -> str:
+def findings_for(lesson: str, result: Mapping | str | Path | None = None, reports_dir: str | Path | None = None) -> str:
     """The findings a notebook's Discussion opens with, as markdown, displayed when run in Jupyter.
 
     Parameters
@@ -272,8 +354,8 @@ def findings_for(lesson: str, result: Mapping | str | Path | None = None, report
         This run's result record (a dict as written by :func:`molft_utils.runs.write_result`, or the path of
         its ``result.json``); ``None`` skips the single-run part.
     reports_dir
-        Directory of the batch results; when it holds results for ``lesson``, the verdicts across seeds are
-        added.
+        Directory of the batch results (default: the repository's ``reports/``); when it holds results for
+        ``lesson``, the verdicts across seeds are added.
 
     Returns
     -------
@@ -290,6 +372,13 @@ def findings_for(lesson: str, result: Mapping | str | Path | None = None, report
         comps = report.lesson_comparisons([rec])
         parts.append(f"**This run** (seed {rec['seed']}; one seed, so no interval):")
         parts.append(report.comparison_markdown(comps) if comps else "no paired comparison recorded.")
+        checks = theory_checks(lesson, [rec])
+        if checks:
+            parts += ["", "Theory against this run:", *checks]
+    if reports_dir is None:
+        from .runs import REPO_ROOT
+
+        reports_dir = REPO_ROOT / "reports"
     reports_dir = Path(reports_dir)
     lesson_dir = _lesson_dir(reports_dir, lesson) if reports_dir.is_dir() else None
     if lesson_dir is not None:
@@ -304,6 +393,9 @@ def findings_for(lesson: str, result: Mapping | str | Path | None = None, report
             seeds = sorted({r["seed"] for r in recs})
             parts.append(f"\n**Across seeds** ({len(seeds)} seeds {seeds}, results in `{lesson_dir}`):")
             parts.append(report.comparison_markdown(comps) if comps else "no paired comparison recorded.")
+            checks = theory_checks(lesson, recs)
+            if checks:
+                parts += ["", "Theory against these runs (direction from the 95 % t interval over seeds):", *checks]
     else:
         parts.append(f"\nNo aggregate results for {lesson} under `{reports_dir}` yet.")
     text = "\n".join(parts)
