@@ -355,17 +355,29 @@ def comparison_markdown(comps: Sequence[vd.Comparison]) -> str:
 
 def _findings_line(notebook: str, comps: Sequence[vd.Comparison], n_seeds: int) -> str:
     question = LESSONS.get(notebook, {}).get("question", "")
-    counts = pd.Series([c.verdict for c in comps]).value_counts().to_dict() if comps else {}
     head = f"- **{notebook}** ({n_seeds} seed{'s' if n_seeds != 1 else ''}). {question} "
     if not comps:
         return head + "No paired comparison recorded."
+
+    def counts(words: Sequence[str]) -> str:
+        tally = pd.Series(list(words)).value_counts()
+        return ", ".join(f"*{word}* ×{int(n)}" for word, n in tally.items())
+
+    alone = "interval alone: " + counts([c.interval_verdict for c in comps])
     if len(comps) <= 10:
-        items = "; ".join(f"{readable(c.method)} vs {readable(c.reference)}: *{c.verdict}*" for c in comps)
+        items = "; ".join(
+            f"{readable(c.method)} vs {readable(c.reference)}: *{c.verdict}*"
+            + (f" (interval alone: {c.interval_verdict})" if c.interval_verdict != c.verdict else "")
+            for c in comps
+        )
         return head + "Verdicts: " + items + "."
-    summary = ", ".join(f"{v} ×{k}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
     decided = [c for c in comps if c.verdict in (vd.BETTER, vd.WORSE)]
     extra = "; ".join(f"{readable(c.method)}: *{c.verdict}*" for c in decided)
-    return head + f"{len(comps)} comparisons — " + summary + (f". Decided: {extra}." if extra else ".")
+    return (
+        head
+        + f"{len(comps)} comparisons — verdicts: {counts([c.verdict for c in comps])} ({alone})"
+        + (f". Decided: {extra}." if extra else ".")
+    )
 
 
 def _plt():
@@ -387,30 +399,60 @@ def _save(fig, path: Path) -> None:
 VERDICT_COLOURS = {vd.BETTER: "#2a9d4b", vd.WORSE: "#c0392b", vd.SAME: "#4c72b0"}
 
 
+def _versus(method: str, reference: str) -> str:
+    """What differs between a method key and its reference key (``Full FT`` for a pattern reference)."""
+    a, b = _split_method(method), _split_method(reference)
+    diff = {k: v for k, v in b.items() if a.get(k) != v}
+    return (
+        readable("|".join(f"{k}={v}" for k, v in diff.items())) if diff and len(diff) < len(b) else readable(reference)
+    )
+
+
 def forest_figure(comps: Sequence[vd.Comparison], path: Path, title: str) -> bool:
-    """Paired differences with their 95 % intervals, one row per comparison, coloured by verdict."""
+    """Paired differences with their 95 % intervals, one row per comparison.
+
+    Colour: what the interval alone says; filled marker: the verdict is decided, hollow: not decided
+    (unconverged or n = 1). Rows far outside the range of the others are drawn at the edge with their mean.
+    """
     comps = [c for c in comps if c.n >= 1]
     if not comps:
         return False
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(8, 0.28 * len(comps) + 1.4))
-    y = np.arange(len(comps))
+    fig, ax = plt.subplots(figsize=(8, 0.26 * len(comps) + 1.6))
+    bounds = np.array([[c.lo, c.hi] if np.isfinite(c.lo) else [c.mean, c.mean] for c in comps])
+    span = np.abs(bounds).max(axis=1)
+    limit = float(np.quantile(span, 0.85)) * 2.5 if len(comps) >= 8 else float(span.max())
+    limit = max(limit, 1e-3) * 1.05
     for i, c in enumerate(comps):
-        colour = VERDICT_COLOURS.get(c.verdict, "#999999")
+        colour = VERDICT_COLOURS.get(c.interval_verdict, "#999999")
+        decided = c.verdict == c.interval_verdict
+        lo, hi, mean = (np.clip(v, -limit, limit) for v in (c.lo, c.hi, c.mean))
         if np.isfinite(c.lo):
-            ax.plot([c.lo, c.hi], [i, i], color=colour, lw=2)
-        ax.plot(c.mean, i, "o", color=colour, ms=5)
-        ax.scatter(list(c.diffs.values()), np.full(c.n, i), color="k", s=6, zorder=3, alpha=0.6)
+            ax.plot([lo, hi], [i, i], color=colour, lw=2)
+        ax.plot(mean, i, "o", ms=6, color=colour, mfc=colour if decided else "white", mew=1.5)
+        if abs(c.mean) > limit:
+            ax.annotate(f"off scale: mean {c.mean:+.2f}", (mean, i), xytext=(-4 if c.mean > 0 else 4, 3),
+                        textcoords="offset points", ha="right" if c.mean > 0 else "left", fontsize=7)  # fmt: skip
+        else:
+            ax.scatter(list(c.diffs.values()), np.full(c.n, i), color="k", s=6, zorder=3, alpha=0.6)
     ax.axvline(0, color="k", lw=0.8)
-    refs = {c.reference for c in comps}
-    labels = [readable(c.method) + ("" if len(refs) == 1 else f"  (vs {readable(c.reference)})") for c in comps]
-    ax.set_yticks(y, labels, fontsize=8)
+    ax.set_xlim(-limit, limit)
+    refs = {_versus(c.method, c.reference) for c in comps}
+    labels = [
+        readable(c.method) + ("" if len(refs) == 1 else f"  (vs {_versus(c.method, c.reference)})") for c in comps
+    ]
+    ax.set_yticks(np.arange(len(comps)), labels, fontsize=8)
     ax.invert_yaxis()
     metric = METRIC_NAMES.get(comps[0].metric, comps[0].metric)
-    ref_note = f" − {readable(next(iter(refs)))}" if len(refs) == 1 else " − reference"
-    ax.set_xlabel(f"Δ test {metric} (method{ref_note}); line: 95 % CI, dots: seeds", fontsize=9)
-    handles = [plt.Line2D([], [], color=c, marker="o", lw=2, label=k) for k, c in VERDICT_COLOURS.items()]
-    handles.append(plt.Line2D([], [], color="#999999", marker="o", lw=2, label="not decided"))
+    ref_note = next(iter(refs)) if len(refs) == 1 else "reference"
+    ax.set_xlabel(f"Δ test {metric} = method − {ref_note}\nline: 95 % CI over seeds; dots: seeds", fontsize=9)
+    handles = [
+        plt.Line2D([], [], color=c, marker="o", lw=2, label=f"interval: {k}") for k, c in VERDICT_COLOURS.items()
+    ]
+    handles += [
+        plt.Line2D([], [], color="k", marker="o", lw=0, label="verdict decided"),
+        plt.Line2D([], [], color="k", marker="o", mfc="white", lw=0, label="not decided (unconverged / n=1)"),
+    ]
     ax.legend(handles=handles, fontsize=7, loc="best")
     ax.set_title(title, fontsize=10)
     _save(fig, path)
@@ -621,7 +663,7 @@ def reference_table(records_by_lesson: Mapping[str, Sequence[dict]], data_dir: P
     path = data_dir / "reference_student_report.csv"
     if not path.is_file():
         return ""
-    ref = pd.read_csv(path, comment="#")
+    ref = pd.read_csv(path, comment="#", dtype={"value": str})
     rows = []
     for r in ref.itertuples(index=False):
         recs = records_by_lesson.get(r.lesson, [])
@@ -633,7 +675,7 @@ def reference_table(records_by_lesson: Mapping[str, Sequence[dict]], data_dir: P
                 "method (report)": r.method,
                 "our method": readable(r.our_method),
                 "metric": METRIC_NAMES.get(r.metric, r.metric),
-                "published (MoLFormer-XL)": f"{r.value:g}",
+                "published (MoLFormer-XL)": r.value,
                 "ours (molft-roformer-small)": _mean_std(ours),
             }
         )
