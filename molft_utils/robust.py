@@ -964,6 +964,8 @@ class SettingResult:
         Method → :func:`~molft_utils.verdicts.convergence` of its kept model (``best_epoch``, ``epochs_run`` in
         validations, ``patience``, ``converged``, ...). WiSE-FT and the soups are built from Full FT models and
         RoFt-Mol also from its α fit: theirs is :func:`~molft_utils.verdicts.combine_convergence` of those parts.
+    sweep_convergence
+        Regularised method → {strength: convergence} of every candidate of its strength sweep.
     """
 
     test_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -980,6 +982,7 @@ class SettingResult:
     histories: dict[str, list[dict]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     convergence: dict[str, dict] = field(default_factory=dict)
+    sweep_convergence: dict[str, dict[float, dict]] = field(default_factory=dict)
 
 
 def run_setting(
@@ -1072,6 +1075,7 @@ def run_setting(
             for v in values:
                 trained[float(v)] = train(method, strength=float(v))
             out.sweep[method] = {v: r.best_valid_rmse for v, (_, r) in trained.items()}
+            out.sweep_convergence[method] = {v: fit_convergence(r) for v, (_, r) in trained.items()}
             out.chosen[method] = min(out.sweep[method], key=out.sweep[method].get)
             model, res = trained[out.chosen[method]]
         else:

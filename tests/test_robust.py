@@ -408,5 +408,6 @@ def test_run_setting_all_methods_consistent(tokenizer):
     assert res.convergence["Full FT"]["epochs_run"] == len(res.histories["Full FT"])
     assert res.convergence["Full FT"]["patience"] == 5
     assert set(res.convergence["RoFt-Mol"]["parts"]) == {"Full FT", "α fit"}
+    assert set(res.sweep_convergence["Feature-map"]) == {0.1, 1.0}
     with pytest.raises(ValueError):
         run_setting(backbone, tokenizer, part, part, part, cfg, ("Nope",), steps=2, eval_every=2)
