@@ -469,7 +469,7 @@ def _per_seed(records: Sequence[dict], metric: str = "rmse") -> dict[str, list[f
 
 
 def _bars_figure(records: Sequence[dict], path: Path, title: str, reference: str | None = None) -> bool:
-    """Test RMSE per method: mean ± std bars and seed dots (the reference's mean as a dashed line)."""
+    """Test RMSE per method: mean ± std and seed dots (the reference's mean as a dashed line)."""
     methods = _per_seed(records)
     if not methods or len(methods) > 40:
         return False
@@ -479,7 +479,8 @@ def _bars_figure(records: Sequence[dict], path: Path, title: str, reference: str
     y = np.arange(len(names))
     means = [np.mean(methods[m]) for m in names]
     stds = [np.std(methods[m], ddof=1) if len(methods[m]) > 1 else 0.0 for m in names]
-    ax.barh(y, means, xerr=stds, color="#4c72b0", alpha=0.8, capsize=3)
+    # points, not bars: the axis does not start at zero, and a truncated bar would exaggerate differences
+    ax.errorbar(means, y, xerr=stds, fmt="D", color="#4c72b0", ms=7, capsize=4, lw=2)
     for i, m in enumerate(names):
         ax.scatter(methods[m], np.full(len(methods[m]), i), color="k", s=10, zorder=3)
     if reference and reference in methods:
@@ -487,9 +488,7 @@ def _bars_figure(records: Sequence[dict], path: Path, title: str, reference: str
         ax.legend(fontsize=8, loc="lower right")
     ax.set_yticks(y, [readable(n) for n in names], fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel("test RMSE (logD); bar: mean ± std over seeds, dots: seeds", fontsize=9)
-    lo = min(min(v) for v in methods.values())
-    ax.set_xlim(left=max(0.0, lo - 0.15))
+    ax.set_xlabel("test RMSE (logD); diamond and line: mean ± std over seeds, dots: seeds", fontsize=9)
     ax.set_title(title, fontsize=10)
     _save(fig, path)
     return True
