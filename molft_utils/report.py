@@ -168,7 +168,31 @@ def _config_line(config: dict) -> str:
     return ", ".join(f"`{k}={v}`" for k, v in sorted(shown.items()))
 
 
-def _rmse_figure(table: pd.DataFrame, records: Sequence[dict], path: Path, title: str) -> bool:
+def _dataset_of(record: dict) -> dict:
+    """The data-set record of a result (``extra.task.dataset``; older results: Lipophilicity, logD)."""
+    task = record.get("extra", {}).get("task", {})
+    found = task.get("dataset") if isinstance(task, dict) else None
+    if found is None and isinstance(task, dict):  # notebook 05 records one task per split
+        found = next((t["dataset"] for t in task.values() if isinstance(t, dict) and "dataset" in t), None)
+    return found or {"display_name": "MoleculeNet Lipophilicity", "label_name": "logD", "label_unit": ""}
+
+
+def _error_unit(dataset: dict) -> str:
+    name, unit = dataset.get("label_name", "label"), dataset.get("label_unit", "")
+    return f"{name}, {unit}" if unit else f"{name} units"
+
+
+def _dataset_line(dataset: dict) -> str:
+    label = dataset.get("label_name", "label") + (f" ({dataset['label_unit']})" if dataset.get("label_unit") else "")
+    where = ""
+    if "path" in dataset and "md5" in dataset:
+        where = f" — `{Path(dataset['path']).name}`, md5 `{dataset['md5']}`"
+    return f"Dataset: **{dataset.get('display_name', dataset.get('name', '?'))}**, label {label}{where}."
+
+
+def _rmse_figure(
+    table: pd.DataFrame, records: Sequence[dict], path: Path, title: str, unit: str = "logD units"
+) -> bool:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -191,7 +215,7 @@ def _rmse_figure(table: pd.DataFrame, records: Sequence[dict], path: Path, title
         ax.scatter(methods[m], np.full(len(methods[m]), i), color="k", s=10, zorder=3)
     ax.set_yticks(y, [n.replace("|", " | ") for n in names])
     ax.invert_yaxis()
-    ax.set_xlabel("test RMSE (logD units); bars: mean ± std over seeds, dots: seeds")
+    ax.set_xlabel(f"test RMSE ({unit}); bars: mean ± std over seeds, dots: seeds")
     ax.set_title(title, fontsize=10)
     lo = min(min(v) for v in methods.values())
     ax.set_xlim(left=max(0.0, lo - 0.15))
@@ -245,7 +269,9 @@ def build_report(root: str | Path, out: str | Path | None = None) -> Path:
     fig_dir = out.parent / "figures"
     for (notebook, ghash), recs in group_records(records).items():
         seeds = sorted({r["seed"] for r in recs})
-        lines += [f"## {notebook}", ""]
+        dataset = _dataset_of(recs[0])
+        lines += [f"## {notebook} · {dataset.get('display_name', dataset.get('name', '?'))}", ""]
+        lines += [_dataset_line(dataset), ""]
         lines += [f"Configuration: {_config_line(_group_config(recs[0]))}", f"Seeds: {seeds}.", ""]
         table = method_table(recs)
         lines += [markdown_table(table), ""]
@@ -260,7 +286,8 @@ def build_report(root: str | Path, out: str | Path | None = None) -> Path:
         if not diag.empty:
             lines += ["Diagnostics:", "", markdown_table(diag), ""]
         fig_path = fig_dir / f"{notebook}_{ghash}_rmse.png"
-        if _rmse_figure(table, recs, fig_path, f"{notebook} ({len(seeds)} seed(s))"):
+        title = f"{notebook}, {dataset.get('display_name', '?')} ({len(seeds)} seed(s))"
+        if _rmse_figure(table, recs, fig_path, title, _error_unit(dataset)):
             lines += [f"![{notebook} test RMSE]({fig_path.relative_to(out.parent)})", ""]
         runs = ", ".join(
             f"[seed={r['seed']}]({Path(r['path']).parent.relative_to(out.parent)}/)"
