@@ -50,10 +50,12 @@ import pandas as pd
 from .data import DATA_DIR, EXTERNAL_POOL, LIPOPHILICITY, load_dataset, md5
 
 __all__ = [
+    "COMMITTED_SPLIT_DIR",
     "DEFAULT_DATASET",
     "DatasetSpec",
     "available",
     "get_dataset",
+    "is_registered_default",
     "register",
     "slug",
 ]
