@@ -29,6 +29,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -73,8 +74,26 @@ def parse_override(text: str) -> tuple[str, object]:
     return key.strip(), value
 
 
+def _tag_value(value: object) -> str:
+    """A short, file-name-safe form of an override value; a path becomes ``<stem>-<hash of the full path>``."""
+    text = str(value)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    if "/" in text or "\\" in text or text.lower().endswith(".csv"):
+        return re.sub(r"[^A-Za-z0-9._+-]+", "_", Path(text).name.split(".")[0] or "path")[:40] + f"-{digest}"
+    safe = re.sub(r"[^A-Za-z0-9._+-]+", "_", text)
+    return safe if safe == text and len(safe) <= 60 else f"{safe[:40]}-{digest}"  # keep distinct values distinct
+
+
 def _override_tag(overrides: dict) -> str:
-    return ",".join(f"{k}={overrides[k]}" for k in sorted(overrides)).replace("/", "_")
+    return ",".join(f"{k}={_tag_value(overrides[k])}" for k in sorted(overrides))
+
+
+def _resolve_dataset(overrides: dict) -> dict:
+    """Make a relative ``dataset=`` path absolute (papermill runs the notebooks in ``notebooks/``)."""
+    value = overrides.get("dataset")
+    if isinstance(value, str) and Path(value).expanduser().is_file():
+        overrides = overrides | {"dataset": str(Path(value).expanduser().resolve())}
+    return overrides
 
 
 @dataclass
@@ -119,7 +138,7 @@ def plan_runs(
     smoke: bool = False,
 ) -> list[RunSpec]:
     """Every (notebook, seed) run with its parameters, output folder and hash."""
-    overrides = dict(overrides or {})
+    overrides = _resolve_dataset(dict(overrides or {}))
     out = Path(out).resolve()  # papermill changes the process's working directory while it runs
     specs = []
     for nb in (Path(n).resolve() for n in notebooks):

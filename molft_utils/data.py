@@ -206,7 +206,7 @@ def _check_duplicates(df: pd.DataFrame, path: Path, allow_duplicates: str) -> pd
         for _, other in group.iloc[1:].iterrows():
             pair = (
                 f"rows {first['row']} and {other['row']} are the same molecule {smi!r} "
-                f"with labels {first['label']!r} and {other['label']!r}"
+                f"with labels {float(first['label'])!r} and {float(other['label'])!r}"
             )
             if abs(first["label"] - other["label"]) > _LABEL_TOL:
                 conflicts.append((int(other["row"]), f"conflicting duplicate: {pair}"))

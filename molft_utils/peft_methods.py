@@ -897,8 +897,8 @@ def training_memory_subprocess(
 
 
 def pareto_figure(rows: Sequence[dict[str, Any]], x: str = "n_trainable_backbone", y: str = "test_rmse",
-                  size: str = "seconds_per_epoch", title: str = "") -> Any:
-    """Test RMSE against trainable parameters (log scale), marker area proportional to ``size``.
+                  size: str = "seconds_per_epoch", title: str = "", unit: str = "logD") -> Any:
+    """Test RMSE (``unit`` on the axis) against trainable parameters (log scale), marker area ∝ ``size``.
 
     The Pareto front (no other method has both fewer trainable parameters and a lower RMSE) is
     drawn as a step line. ``rows`` are dicts with ``method`` and the three keys.
@@ -921,7 +921,7 @@ def pareto_figure(rows: Sequence[dict[str, Any]], x: str = "n_trainable_backbone
     if len(pts) > 1:
         ax.step(*zip(*pts, strict=True), where="post", color="grey", lw=1, ls="--", label="Pareto front")
     ax.set(xscale="log", xlabel=f"trainable parameters ({x.replace('_', ' ')}, log scale)",
-           ylabel="test RMSE (logD)", title=title)
+           ylabel=f"test RMSE ({unit})", title=title)
     ax.legend(frameon=False, fontsize=7, loc="best")
     fig.tight_layout()
     return fig

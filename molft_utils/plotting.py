@@ -17,8 +17,10 @@ __all__ = ["learning_curves", "mlm_curve", "parity_plots", "token_length_histogr
 PALETTE = sns.color_palette("colorblind")
 
 
-def learning_curves(histories: Mapping[str, Sequence[dict]], best_epochs: Mapping[str, int] | None = None) -> Figure:
-    """Training loss (scaled units) and validation RMSE (label units) per epoch for several runs."""
+def learning_curves(
+    histories: Mapping[str, Sequence[dict]], best_epochs: Mapping[str, int] | None = None, unit: str = "logD"
+) -> Figure:
+    """Training loss (scaled units) and validation RMSE (label units, ``unit`` on the axis) per epoch."""
     fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(10, 3.6))
     for i, (name, rows) in enumerate(histories.items()):
         epochs = [r["epoch"] for r in rows]
@@ -29,16 +31,19 @@ def learning_curves(histories: Mapping[str, Sequence[dict]], best_epochs: Mappin
             best = best_epochs[name]
             ax_val.scatter([best], [rows[best - 1]["valid_rmse"]], s=90, facecolor="none", edgecolor=color, lw=1.5)
     ax_loss.set(xlabel="epoch", ylabel="training loss (MSE, scaled target)", yscale="log")
-    ax_val.set(xlabel="epoch", ylabel="validation RMSE (logD)")
+    ax_val.set(xlabel="epoch", ylabel=f"validation RMSE ({unit})")
     ax_val.legend(frameon=False, fontsize=8)
     fig.tight_layout()
     return fig
 
 
 def parity_plots(
-    y_true: Sequence[float], predictions: Mapping[str, Sequence[float]], metrics: Mapping[str, dict]
+    y_true: Sequence[float],
+    predictions: Mapping[str, Sequence[float]],
+    metrics: Mapping[str, dict],
+    label: str = "logD",
 ) -> Figure:
-    """Predicted vs measured logD on the test set, one panel per method, with RMSE and R² in the title."""
+    """Predicted vs measured ``label`` on the test set, one panel per method, with RMSE and R² in the title."""
     n = len(predictions)
     fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.3), sharex=True, sharey=True, squeeze=False)
     y_true = np.asarray(y_true, dtype=float)
@@ -49,8 +54,8 @@ def parity_plots(
         ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
         m = metrics[name]
         ax.set_title(f"{name}\nRMSE {m['rmse']:.3f}, R² {m['r2']:.3f}", fontsize=9)
-        ax.set(xlim=(lo, hi), ylim=(lo, hi), xlabel="measured logD")
-    axes[0][0].set_ylabel("predicted logD")
+        ax.set(xlim=(lo, hi), ylim=(lo, hi), xlabel=f"measured {label}")
+    axes[0][0].set_ylabel(f"predicted {label}")
     fig.tight_layout()
     return fig
 

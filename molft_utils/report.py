@@ -187,6 +187,29 @@ def _config_line(config: dict) -> str:
     return ", ".join(f"`{k}={v}`" for k, v in sorted(shown.items()))
 
 
+def _dataset_of(record: dict) -> dict:
+    """The data-set record of a result (``extra.task.dataset``; older results: Lipophilicity, logD)."""
+    task = record.get("extra", {}).get("task", {})
+    found = task.get("dataset") if isinstance(task, dict) else None
+    if found is None and isinstance(task, dict):  # notebook 05 records one task per split
+        found = next((t["dataset"] for t in task.values() if isinstance(t, dict) and "dataset" in t), None)
+    return found or {"display_name": "MoleculeNet Lipophilicity", "label_name": "logD", "label_unit": ""}
+
+
+def _error_unit(dataset: dict) -> str:
+    """How an error in the label is labelled on an axis: ``logD`` or ``TPSA, Å²``."""
+    name, unit = dataset.get("label_name", "label"), dataset.get("label_unit", "")
+    return f"{name}, {unit}" if unit else name
+
+
+def _dataset_line(dataset: dict) -> str:
+    label = dataset.get("label_name", "label") + (f" ({dataset['label_unit']})" if dataset.get("label_unit") else "")
+    where = ""
+    if "path" in dataset and "md5" in dataset:
+        where = f" — `{Path(dataset['path']).name}`, md5 `{dataset['md5']}`"
+    return f"Dataset: **{dataset.get('display_name', dataset.get('name', '?'))}**, label {label}{where}."
+
+
 #: Per lesson: the question its comparisons answer (one line, shown in *Findings*) and its extra references
 #: besides ``extra["paired_reference"]`` (dicts of ``key=value`` parts, see :func:`paired_table`).
 LESSONS: dict[str, dict] = {
@@ -468,7 +491,9 @@ def _per_seed(records: Sequence[dict], metric: str = "rmse") -> dict[str, list[f
     return out
 
 
-def _bars_figure(records: Sequence[dict], path: Path, title: str, reference: str | None = None) -> bool:
+def _bars_figure(
+    records: Sequence[dict], path: Path, title: str, reference: str | None = None, unit: str = "logD"
+) -> bool:
     """Test RMSE per method: mean ± std and seed dots (the reference's mean as a dashed line)."""
     methods = _per_seed(records)
     if not methods or len(methods) > 40:
@@ -488,13 +513,13 @@ def _bars_figure(records: Sequence[dict], path: Path, title: str, reference: str
         ax.legend(fontsize=8, loc="lower right")
     ax.set_yticks(y, [readable(n) for n in names], fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel("test RMSE (logD); diamond and line: mean ± std over seeds, dots: seeds", fontsize=9)
+    ax.set_xlabel(f"test RMSE ({unit}); diamond and line: mean ± std over seeds, dots: seeds", fontsize=9)
     ax.set_title(title, fontsize=10)
     _save(fig, path)
     return True
 
 
-def _rmse_vs_k_figure(records: Sequence[dict], path: Path, title: str) -> bool:
+def _rmse_vs_k_figure(records: Sequence[dict], path: Path, title: str, unit: str = "logD") -> bool:
     """Notebook 02: test RMSE against k per selection (k = 0 is the shared 'none' start), mean ± std band."""
     methods = _per_seed(records)
     curves: dict[str, dict[int, list[float]]] = {}
@@ -520,20 +545,20 @@ def _rmse_vs_k_figure(records: Sequence[dict], path: Path, title: str) -> bool:
         ax.fill_between(ks, mean - sd, mean + sd, color=line.get_color(), alpha=0.15)
     ax.set_xticks(sorted({0, *(k for c in curves.values() for k in c)}))
     ax.set_xlabel("k pool molecules added (k = 0: none)")
-    ax.set_ylabel("test RMSE (logD)")
+    ax.set_ylabel(f"test RMSE ({unit})")
     ax.legend(title="selection", fontsize=8)
     ax.set_title(title + "; band: mean ± std over seeds", fontsize=10)
     _save(fig, path)
     return True
 
 
-def _learning_curve_figure(records: Sequence[dict], path: Path, title: str) -> bool:
+def _learning_curve_figure(records: Sequence[dict], path: Path, title: str, unit: str = "logD") -> bool:
     """Notebook 03: test RMSE per strategy; a learning curve over ``n`` when several budgets exist."""
     methods = _per_seed(records)
     budgets = {_split_method(m).get("n") for m in methods if _split_method(m).get("n") not in (None, "0")}
     if len(budgets) <= 1:
         ref = next((m for m in methods if _split_method(m).get("strategy") == "random"), None)
-        return _bars_figure(records, path, title, reference=ref)
+        return _bars_figure(records, path, title, reference=ref, unit=unit)
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 4))
     curves: dict[str, dict[int, list[float]]] = {}
@@ -547,14 +572,14 @@ def _learning_curve_figure(records: Sequence[dict], path: Path, title: str) -> b
         (line,) = ax.plot(ns, mean, "o-", label=strat)
         ax.fill_between(ns, mean - sd, mean + sd, color=line.get_color(), alpha=0.15)
     ax.set_xlabel("pool molecules added (n)")
-    ax.set_ylabel("test RMSE (logD)")
+    ax.set_ylabel(f"test RMSE ({unit})")
     ax.legend(fontsize=8)
     ax.set_title(title, fontsize=10)
     _save(fig, path)
     return True
 
 
-def _pareto_figure(records: Sequence[dict], path: Path, title: str) -> bool:
+def _pareto_figure(records: Sequence[dict], path: Path, title: str, unit: str = "logD") -> bool:
     """Notebook 04: test RMSE against trainable parameters per method, with the Pareto front."""
     methods = _per_seed(records)
     params: dict[str, float] = {}
@@ -586,7 +611,7 @@ def _pareto_figure(records: Sequence[dict], path: Path, title: str) -> bool:
         ax.legend(fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters (head included, log scale)")
-    ax.set_ylabel("test RMSE (logD); mean ± std over seeds")
+    ax.set_ylabel(f"test RMSE ({unit}); mean ± std over seeds")
     ax.set_title(title, fontsize=10)
     _save(fig, path)
     return True
@@ -596,7 +621,7 @@ def _budget_order(value: str) -> float:
     return float("inf") if value == "all" else float(value)
 
 
-def _rmse_vs_labels_figure(records: Sequence[dict], path: Path, title: str) -> bool:
+def _rmse_vs_labels_figure(records: Sequence[dict], path: Path, title: str, unit: str = "logD") -> bool:
     """Notebook 05: test RMSE against label budget (50 → 100 → 500 → all) per method, a panel per split."""
     methods = _per_seed(records)
     table: dict[str, dict[str, dict[str, list[float]]]] = {}
@@ -629,7 +654,7 @@ def _rmse_vs_labels_figure(records: Sequence[dict], path: Path, title: str) -> b
         ax.set_xlabel("training labels")
         ax.set_title(f"{split} split", fontsize=10)
         ax.set_ylim(top=top)
-    axes[0][0].set_ylabel("test RMSE (logD), mean over seeds")
+    axes[0][0].set_ylabel(f"test RMSE ({unit}), mean over seeds")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, fontsize=8, loc="center right", title="method")
     note = f" ({', '.join(sorted(off_scale))} above the axis)" if off_scale else ""
@@ -774,7 +799,9 @@ def build_report(root: str | Path, out: str | Path | None = None, data_dir: str 
     for (notebook, ghash), recs in groups.items():
         seeds = sorted({r["seed"] for r in recs})
         title = f"{notebook} ({len(seeds)} seed{'s' if len(seeds) != 1 else ''})"
-        lines += [f"## {notebook}", ""]
+        dataset = _dataset_of(recs[0])
+        lines += [f"## {notebook} · {dataset.get('display_name', dataset.get('name', '?'))}", ""]
+        lines += [_dataset_line(dataset), ""]
         lines += [f"Configuration: {_config_line(_group_config(recs[0]))}", f"Seeds: {seeds}.", ""]
         comps = comps_by_group[(notebook, ghash)]
         if comps:
@@ -786,7 +813,7 @@ def build_report(root: str | Path, out: str | Path | None = None, data_dir: str 
         lines += ["Per method:", "", markdown_table(table), ""]
         kind, fig_fn = _LESSON_FIGURES.get(notebook, ("test RMSE per method", _bars_figure))
         fpath = fig_dir / f"{notebook}_{ghash}_rmse.png"
-        if fig_fn(recs, fpath, f"{title}: {kind}"):
+        if fig_fn(recs, fpath, f"{title}: {kind}", unit=_error_unit(dataset)):
             lines += [f"![{notebook} {kind}]({fpath.relative_to(out.parent)})", ""]
         diag = diagnostics_table(recs)
         if not diag.empty:

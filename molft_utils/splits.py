@@ -3,14 +3,16 @@
 * :func:`random_split` / :func:`scaffold_split` make index splits (deterministic given their arguments).
 * :class:`Split` stores a split with fingerprints of the data it indexes (file MD5 and a SHA-256 of the
   canonical SMILES in file order); :meth:`Split.load` refuses a split whose data changed.
-* :func:`get_split` loads ``data/splits/{name}_{kind}_seed{seed}.json`` (random) or
-  ``data/splits/{name}_scaffold.json`` (scaffold), creating and saving it when absent.
+* :func:`get_split` loads ``{name}_{kind}_seed{seed}.json`` (random) or ``{name}_scaffold.json`` (scaffold)
+  from the committed ``data/splits/`` (read only) or, for any other data set or seed, from a run-time folder
+  under the model cache, creating and saving it there on first use (never into the tracked ``data/``).
   The scaffold split is the deterministic DeepChem-style one for *every* seed: the seed of a run then
   only varies model initialisation and data order, so scaffold results across seeds share one test set.
 * :func:`overlap_with` / :func:`leakage_report` / :func:`remove_overlap` find and drop molecules of an
   external pool that also occur in (parts of) the reference data, exactly or ignoring stereochemistry.
 
-Run ``python -m molft_utils.splits`` to (re)generate the lipophilicity split files.
+Run ``python -m molft_utils.splits`` to (re)generate the committed lipophilicity split files (the only
+command that writes into ``data/splits/``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -34,7 +37,9 @@ __all__ = [
     "PARTS",
     "SPLIT_DIR",
     "Split",
+    "default_split_dir",
     "get_split",
+    "locate_split",
     "leakage_report",
     "murcko_scaffold",
     "overlap_with",
@@ -284,15 +289,48 @@ def split_path(kind: str, seed: int | None, name: str = "lipophilicity", split_d
     return Path(split_dir) / f"{name}_{kind}_seed{seed}.json"
 
 
+def default_split_dir(name: str) -> Path:
+    """Run-time folder for split files made on demand: ``$MOLFT_CACHE/splits/<name>`` (or ``<repo>/cache``)."""
+    root = Path(os.environ.get("MOLFT_CACHE") or DATA_DIR.parent / "cache")
+    return root / "splits" / name
+
+
+def locate_split(
+    kind: str,
+    seed: int | None,
+    name: str = "lipophilicity",
+    split_dir: str | Path | None = None,
+    committed_dir: str | Path | None = SPLIT_DIR,
+) -> Path:
+    """Where the split file for ``(name, kind, seed)`` is read from or will be written to.
+
+    The committed file in ``committed_dir`` (``data/splits/``) when it exists, else the file in
+    ``split_dir`` (default :func:`default_split_dir`).
+    """
+    if kind == "scaffold":
+        seed = None
+    if committed_dir is not None:
+        committed = split_path(kind, seed, name, committed_dir)
+        if committed.is_file():
+            return committed
+    return split_path(kind, seed, name, split_dir if split_dir is not None else default_split_dir(name))
+
+
 def get_split(
     df: pd.DataFrame,
     kind: str = "random",
     seed: int | None = 0,
     name: str = "lipophilicity",
-    split_dir: str | Path = SPLIT_DIR,
+    split_dir: str | Path | None = None,
     data_path: str | Path | None = None,
+    committed_dir: str | Path | None = SPLIT_DIR,
 ) -> Split:
     """Load the saved split for ``(name, kind, seed)``, verified against ``df``; create and save it if absent.
+
+    A committed split (``committed_dir``, default ``data/splits/``) is only ever read. A split that is not
+    committed is made on first use and saved with the data's checksums (file MD5, SMILES SHA-256) in
+    ``split_dir`` (default :func:`default_split_dir`: under the model cache, never in the tracked ``data/``),
+    then reused and verified on every later call.
 
     The scaffold split ignores ``seed``: every seed gets the deterministic DeepChem-style split stored in
     ``{name}_scaffold.json``. ``data_path`` defaults to ``DATA_DIR / f"{name}.csv"`` when that file exists
@@ -302,7 +340,7 @@ def get_split(
         seed = None
     if data_path is None and (DATA_DIR / f"{name}.csv").is_file():
         data_path = DATA_DIR / f"{name}.csv"
-    path = split_path(kind, seed, name, split_dir)
+    path = locate_split(kind, seed, name, split_dir, committed_dir)
     if path.is_file():
         return Split.load(path, df, data_path=data_path)
     split = make_split(df, kind, seed, name, data_path)
@@ -363,9 +401,9 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     df = load_lipophilicity()
     for seed in (0, 1, 2):
-        s = get_split(df, "random", seed)
+        s = get_split(df, "random", seed, split_dir=SPLIT_DIR)
         logger.info("random seed %d: %d/%d/%d", seed, len(s.train), len(s.valid), len(s.test))
-    s = get_split(df, "scaffold")
+    s = get_split(df, "scaffold", split_dir=SPLIT_DIR)
     logger.info("scaffold: %d/%d/%d", len(s.train), len(s.valid), len(s.test))
 
 

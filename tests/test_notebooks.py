@@ -13,7 +13,7 @@ from molft_utils.pipeline import RECIPE
 from molft_utils.student import count_exercises
 
 NOTEBOOKS = discover_notebooks()
-REQUIRED_PARAMETERS = {"seed", "model", "smoke", "out_dir"}
+REQUIRED_PARAMETERS = {"seed", "model", "smoke", "out_dir", "dataset", "smiles_col", "label_col"}
 
 
 def _parameters(nb: nbformat.NotebookNode) -> dict:
@@ -47,6 +47,7 @@ def test_lesson_structure(path: Path) -> None:
     params = _parameters(nb)
     assert REQUIRED_PARAMETERS <= params.keys()
     assert params["smoke"] is None and params["out_dir"] is None
+    assert params["dataset"] == "lipophilicity", "the committed default data set"
     text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
     for heading in ("## Aim", "## Theory", "## Practical", "## Discussion", "## Quiz", "### References"):
         assert heading in text, f"{path.name}: missing '{heading}'"

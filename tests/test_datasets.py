@@ -1,0 +1,198 @@
+"""Any SMILES + label CSV through the series: the dataset registry, splits on demand, the held-out pool, and
+every notebook run by the batch runner on a CSV that is not Lipophilicity."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+from rdkit import Chem
+from rdkit.Chem import Descriptors
+
+from molft_utils import batch, datasets, pipeline
+from molft_utils.data import DATA_DIR, LIPOPHILICITY, DataValidationError, load_dataset, md5
+from molft_utils.runs import REPO_ROOT
+from molft_utils.splits import SPLIT_DIR
+
+N_MOLECULES = 150
+
+
+def _tracked_data_state() -> tuple[str, dict[str, str]]:
+    """``git status`` of ``data/`` and the md5 of every file in it."""
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all", "--", "data"],
+        cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+    ).stdout
+    files = {str(p.relative_to(DATA_DIR)): md5(p) for p in sorted(DATA_DIR.rglob("*")) if p.is_file()}
+    return status, files
+
+
+@pytest.fixture(scope="module")
+def tpsa_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """150 drug-like molecules of Lipophilicity relabelled with their RDKit TPSA, under other column names."""
+    lipo = pd.read_csv(LIPOPHILICITY)
+    smiles = lipo.smiles.iloc[:: len(lipo) // N_MOLECULES].head(N_MOLECULES).tolist()
+    tpsa = [round(Descriptors.TPSA(Chem.MolFromSmiles(s)), 2) for s in smiles]
+    path = tmp_path_factory.mktemp("tpsa data") / "tpsa_set.csv"  # a space in the folder on purpose
+    pd.DataFrame({"molecule": smiles, "tpsa_A2": tpsa}).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture()
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("MOLFT_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_registry_default_and_csv(tpsa_csv: Path) -> None:
+    lipo = datasets.get_dataset()
+    assert lipo.name == "lipophilicity" and "lipophilicity" in datasets.available()
+    assert lipo.path == LIPOPHILICITY and lipo.pool_path is not None and lipo.committed_splits
+    assert lipo.axis_label == "logD (log units)"
+    spec = datasets.get_dataset(str(tpsa_csv), smiles_col="molecule", label_col="tpsa_A2", label_unit="Å²")
+    assert spec.name == "tpsa_set" and spec.pool_path is None and not spec.committed_splits
+    assert spec.label_name == "tpsa_A2" and spec.axis_label == "tpsa_A2 (Å²)"
+    assert spec.record()["md5"] == md5(tpsa_csv) and spec.record()["path"] == str(tpsa_csv)
+    assert len(spec.load()) == N_MOLECULES
+    with pytest.raises(FileNotFoundError, match="neither a registered name"):
+        datasets.get_dataset("no-such-dataset")
+    with pytest.raises(FileNotFoundError, match="no such data file"):
+        datasets.get_dataset("/nowhere/x.csv")
+
+
+def test_register_needs_a_new_name(tpsa_csv: Path) -> None:
+    with pytest.raises(ValueError, match="already registered"):
+        datasets.register(datasets.DatasetSpec(name="lipophilicity", path=tpsa_csv))
+
+
+def test_conflicting_duplicate_message_shows_plain_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "dup.csv"
+    path.write_text("smiles,target\nCCO,1.0\nOCC,2.5\n")
+    with pytest.raises(DataValidationError) as err:
+        load_dataset(path)
+    message = str(err.value)
+    assert "with labels 1.0 and 2.5" in message and "np.float64" not in message and str(path) in message
+
+
+def test_splits_on_demand_go_to_the_cache_and_are_reused(tpsa_csv: Path, cache: Path) -> None:
+    before = _tracked_data_state()
+    kwargs = {"dataset": str(tpsa_csv), "smiles_col": "molecule", "label_col": "tpsa_A2"}
+    first = {kind: pipeline.load_task(kind, 3, **kwargs) for kind in ("random", "scaffold")}
+    for kind, task in first.items():
+        path = Path(task.split_file)
+        assert path.is_file() and cache in path.parents, path
+        saved = json.loads(path.read_text())
+        assert saved["data_md5"] == md5(tpsa_csv) and saved["n_rows"] == N_MOLECULES and saved["kind"] == kind
+    stamp = {k: Path(t.split_file).stat().st_mtime_ns for k, t in first.items()}
+    again = {kind: pipeline.load_task(kind, 3, **kwargs) for kind in ("random", "scaffold")}
+    for kind in first:
+        assert again[kind].split_file == first[kind].split_file
+        assert Path(again[kind].split_file).stat().st_mtime_ns == stamp[kind], "a saved split is reused, not rewritten"
+        assert again[kind].split.test == first[kind].split.test
+    assert _tracked_data_state() == before, "tracked data/ must not change at run time"
+
+
+def test_lipophilicity_uses_the_committed_splits(cache: Path) -> None:
+    before = _tracked_data_state()
+    task = pipeline.load_task("random", 0, smoke=True)
+    assert Path(task.split_file) == SPLIT_DIR / "lipophilicity_random_seed0.json"
+    assert task.pool_source == "external" and task.describe()["dataset"]["md5"] == md5(LIPOPHILICITY)
+    assert "dataset" not in task.key, "the default data set keeps its cache keys"
+    new_seed = pipeline.load_task("random", 7, smoke=True)  # not committed: made under the cache
+    assert cache in Path(new_seed.split_file).parents
+    assert _tracked_data_state() == before
+
+
+def test_held_out_pool_without_an_external_pool(tpsa_csv: Path, cache: Path) -> None:
+    kwargs = {"dataset": str(tpsa_csv), "smiles_col": "molecule", "label_col": "tpsa_A2"}
+    task = pipeline.load_task("random", 0, **kwargs)
+    assert task.pool_source == "train-holdout" and "no external pool" in task.pool_note
+    n_train = len(task.split.train)
+    assert len(task.pool) == round(pipeline.POOL_FRACTION * n_train) and len(task.train) == n_train - len(task.pool)
+    assert not set(task.pool.row) & set(task.train.row), "pool rows leave the training part"
+    assert set(task.pool.row) | set(task.train.row) == set(task.split.frames(task.dataset.load())["train"].row)
+    assert pipeline.load_task("random", 0, **kwargs).pool.row.tolist() == task.pool.row.tolist()  # seeded
+    assert pipeline.load_task("random", 1, **kwargs).key != task.key
+    assert task.key["dataset"]["pool"] == "train-holdout"
+
+
+def test_override_folder_names_are_readable_and_safe(tpsa_csv: Path) -> None:
+    tag = batch._override_tag({"dataset": str(tpsa_csv), "label_unit": "Å²", "label_col": "tpsa_A2"})
+    assert tag.startswith("dataset=tpsa_set-") and "/" not in tag and " " not in tag
+    assert tag.isascii()
+    other = batch._override_tag({"dataset": str(tpsa_csv), "label_unit": "µM", "label_col": "tpsa_A2"})
+    assert other != tag, "different values must not share a folder"
+
+
+def _batch_env(cache: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        MOLFT_SMOKE="1", MOLFT_CACHE=str(cache), MOLFT_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+        TQDM_DISABLE="1", PYTHONPATH=os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    )
+    return env
+
+
+def test_wrong_columns_stop_with_the_loaders_message_before_training(tpsa_csv: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    out = tmp_path / "reports"
+    notebook = REPO_ROOT / "notebooks" / "01_finetune_and_mlm.ipynb"
+    proc = subprocess.run(
+        [sys.executable, "-m", "molft_utils.batch", "--smoke", "--seeds", "0", "--out", str(out), "--no-report",
+         "--notebooks", str(notebook), "-p", f"dataset={tpsa_csv}", "-p", "smiles_col=smiles", "-p", "label_col=logD"],
+        cwd=REPO_ROOT, env=_batch_env(cache), capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    executed = nbformat.read(next(out.rglob("01_finetune_and_mlm.ipynb")), as_version=4)
+    errors = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert len(errors) == 1 and errors[0].ename == "DataValidationError"
+    assert f"{tpsa_csv}: missing column(s) ['smiles', 'logD']" in errors[0].evalue
+    assert "columns found: ['molecule', 'tpsa_A2']" in errors[0].evalue
+    failed = next(c for c in executed.cells if any(o.output_type == "error" for o in c.get("outputs", [])))
+    assert "load_task" in failed.source, "the data is validated by the data-loading cell"
+    trained = [p for kind in ("finetuned", "mlm_adapted") for p in (cache / kind).glob("*")]
+    assert trained == [], "nothing may be trained before the data is validated"
+    assert not list(out.rglob("result.json"))
+
+
+@pytest.mark.notebooks
+def test_every_notebook_runs_on_a_custom_csv(tpsa_csv: Path, tmp_path: Path) -> None:
+    """The issue's "done when": the batch runner, five lessons, a CSV that is not Lipophilicity (smoke sizes)."""
+    before = _tracked_data_state()
+    cache, out = tmp_path / "cache", tmp_path / "reports"
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "molft_utils.batch", "--smoke", "--seeds", "0", "--out", str(out),
+         "-p", f"dataset={tpsa_csv}", "-p", "smiles_col=molecule", "-p", "label_col=tpsa_A2",
+         "-p", "label_name=TPSA", "-p", "label_unit=Å²"],
+        cwd=REPO_ROOT, env=_batch_env(cache), capture_output=True, text=True, timeout=1200,
+    )
+    seconds = time.perf_counter() - t0
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    print(f"five notebooks on {tpsa_csv.name} in {seconds:.0f} s")
+
+    results = sorted(out.rglob("result.json"))
+    assert {r.parent.parent.parent.name for r in results} == {p.stem for p in batch.discover_notebooks()}
+    for path in results:
+        rec = json.loads(path.read_text())
+        tasks = rec["extra"]["task"]
+        tasks = tasks.values() if "dataset" not in tasks else [tasks]
+        for task in tasks:
+            assert task["dataset"]["path"] == str(tpsa_csv) and task["dataset"]["md5"] == md5(tpsa_csv)
+            assert task["dataset"]["label_unit"] == "Å²" and task["pool_source"] == "train-holdout"
+            assert cache in Path(task["split_file"]).parents
+        assert rec["config"]["dataset"] == str(tpsa_csv)
+    summary = (out / "summary.md").read_text()
+    for nb in batch.discover_notebooks():
+        assert f"## {nb.stem} · tpsa_set" in summary
+    assert summary.count("label TPSA (Å²)") == len(results) and "logD" not in summary
+    executed = {p.stem: p.read_text() for p in out.rglob("0[23]_*.ipynb")}
+    assert all("has no external pool" in text for text in executed.values()) and len(executed) == 2
+    assert _tracked_data_state() == before, "tracked data/ must not change"
