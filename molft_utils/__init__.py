@@ -11,6 +11,7 @@ import warnings
 
 __version__ = "0.1.0"
 
-# Without ipywidgets, tqdm.auto falls back to text progress bars in Jupyter and warns about it on import;
-# the fallback is what we want (executed notebooks stay free of widget state), so the warning is noise.
-warnings.filterwarnings("ignore", message="IProgress not found")
+# Warnings a learner cannot act on, filtered here at the source rather than in every notebook:
+# peft reads `model.is_gradient_checkpointing`, which transformers 5 deprecates (their problem, not ours).
+# (tqdm's "IProgress not found" is gone because ipywidgets is a dependency.)
+warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
