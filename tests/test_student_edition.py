@@ -65,7 +65,8 @@ def test_check_cells_fail_until_the_exercises_are_done(edition: Path, tmp_path: 
     """Executing the student edition of lesson 01 (smoke mode): every check cell raises."""
     nb = nbformat.read(edition / NOTEBOOKS[0].name, as_version=4)
     env = os.environ.copy()
-    os.environ.update({"MOLFT_SMOKE": "1", "MOLFT_CACHE": str(tmp_path / "cache")})
+    # reuse the suite's model cache when `make test` sets one (lesson 01's smoke models are trained once)
+    os.environ.update({"MOLFT_SMOKE": "1", "MOLFT_CACHE": env.get("MOLFT_CACHE") or str(tmp_path / "cache")})
     try:
         NotebookClient(
             nb,
@@ -82,5 +83,7 @@ def test_check_cells_fail_until_the_exercises_are_done(edition: Path, tmp_path: 
     for cell in checks:
         errors = [o for o in cell.outputs if o.output_type == "error"]
         assert errors, f"check cell passed without the exercise being done:\n{cell.source[:200]}"
-        assert errors[0].ename == "NotImplementedError", errors[0].ename
-        assert re.search(r"Exercise", errors[0].evalue)
+        # a stub inside a function raises when the check calls it; a stub at top level leaves a name undefined
+        assert errors[0].ename in ("NotImplementedError", "NameError"), errors[0].ename
+        if errors[0].ename == "NotImplementedError":
+            assert re.search(r"Exercise", errors[0].evalue)
