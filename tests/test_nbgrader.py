@@ -113,3 +113,14 @@ def test_autograde_scores(course: tuple[Path, dict[str, str]]) -> None:
         assert pool_check.auto_score == 0, "the wrong masked_mean_pool must lose the points of its check"
         assert wrong.code_score == right.max_code_score - pool_check.max_score
         assert right.needs_manual_grade  # the interpretation answer waits for a person
+
+
+def test_executed_notebook_is_quiet(course: tuple[Path, dict[str, str]]) -> None:
+    """The autograded (executed) smoke notebook: few progress outputs, no warnings a learner cannot act on."""
+    from molft_utils.notebook import count_progress_outputs
+
+    root, _ = course
+    nb = nbformat.read(root / "autograded" / "right" / ASSIGNMENT / LESSON.name, as_version=4)
+    assert count_progress_outputs(nb) <= 20
+    stderr = [o.text for c in nb.cells for o in c.get("outputs", []) if o.get("name") == "stderr"]
+    assert not [t for t in stderr if "Warning" in t], stderr[:3]

@@ -87,3 +87,29 @@ def test_check_cells_fail_until_the_exercises_are_done(edition: Path, tmp_path: 
         assert errors[0].ename in ("NotImplementedError", "NameError"), errors[0].ename
         if errors[0].ename == "NotImplementedError":
             assert re.search(r"Exercise", errors[0].evalue)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_quiz_answer_key_matches_the_quiz(path: Path) -> None:
+    """The staff key has one answer per quiz question (so a changed quiz comes with a changed key)."""
+    text = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown")
+    quiz = text[text.index("## Quiz") :].split("\n## ")[0]
+    questions = re.findall(r"^\d+\. ", quiz, flags=re.MULTILINE)
+    key = (Path(__file__).resolve().parents[1] / "staff" / "quiz_answer_key.md").read_text(encoding="utf-8")
+    section = re.search(rf"^## {path.stem[:2]} .*?(?=^## |\Z)", key, flags=re.MULTILINE | re.DOTALL)
+    assert section, f"staff/quiz_answer_key.md has no section '## {path.stem[:2]} ...'"
+    answers = re.findall(r"^\d+\. ", section.group(0), flags=re.MULTILINE)
+    assert len(answers) == len(questions) >= 3, f"{path.name}: {len(questions)} questions, {len(answers)} answers"
+
+
+def test_release_holds_no_staff_material(tmp_path: Path) -> None:
+    from molft_utils.student import build_release
+
+    out = tmp_path / "release"
+    build_release(NOTEBOOKS[0].parent, out)
+    files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert not any(f.startswith(("reports/", "staff/", "tests/")) for f in files)
+    assert {f"notebooks/{p.name}" for p in NOTEBOOKS} <= files and "molft_utils/student.py" in files
+    for path in NOTEBOOKS:
+        text = (out / "notebooks" / path.name).read_text(encoding="utf-8")
+        assert "BEGIN SOLUTION" not in text and "Model answer" not in text
