@@ -30,8 +30,9 @@ get ``YOUR ANSWER HERE``) and cells tagged ``locked`` become read-only. Existing
 are kept, so annotating is idempotent: ``python -m molft_utils.student --annotate notebooks``.
 
 **Student release.** :func:`build_release` writes a self-contained folder: the student notebooks in
-``notebooks/``, the ``molft_utils`` package, the vendored ``data/`` and the setup files (``pyproject.toml``,
-``environment.yml``, ``Makefile``) - no solution notebooks, no executed reports, no staff answer key.
+``notebooks/``, the ``molft_utils`` package, the vendored ``data/``, the setup files (``pyproject.toml``,
+``environment.yml``, ``Makefile``) and ``reports/summary.md`` (the results over seeds that the interpretation
+exercises read) - no solution notebooks, no executed reports, no staff answer key.
 
 Command line::
 
@@ -338,8 +339,9 @@ _README = """\
 
 Fine-tuning chemical language models (a SMILES transformer) for MoleculeNet Lipophilicity. This folder is
 self-contained: the lesson notebooks with the exercises left for you, the `molft_utils` package they use,
-the data and the pretrained model they start from. It was generated from the course sources; it holds no
-solutions.
+the data and the pretrained model they start from, and `reports/summary.md` (the course's results over
+seeds, which the interpretation exercises ask you to read). It was generated from the course sources; it holds
+no solutions.
 
 ## Start
 
@@ -427,7 +429,8 @@ def generate(src_dir: Path, out_dir: Path) -> list[Path]:
 
 
 #: What a student release copies from the course repository besides the generated notebooks.
-RELEASE_COPY = ("molft_utils", "data", "pyproject.toml", "environment.yml", "Makefile")
+#: ``reports/summary.md`` (mean ± std over seeds, no executed notebooks) is what the interpretation exercises read.
+RELEASE_COPY = ("molft_utils", "data", "pyproject.toml", "environment.yml", "Makefile", "reports/summary.md")
 _RELEASE_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "corpus", ".ipynb_checkpoints")
 
 
@@ -468,6 +471,7 @@ def build_release(src_dir: Path, out_dir: Path, repo_root: Path | None = None) -
         if src.is_dir():
             shutil.copytree(src, out_dir / name, ignore=_RELEASE_IGNORE)
         elif src.is_file():
+            (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, out_dir / name)
     return [*written, target]
 
