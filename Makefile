@@ -15,8 +15,10 @@ env: .venv/.installed
 	touch $@
 
 # For learners: JupyterLab on the lesson folder, notebooks run on the project's kernel (molft).
+# Extra options: make lab LAB_ARGS="--no-browser --allow-root" (e.g. in a container running as root).
+LAB_ARGS ?=
 lab: env
-	.venv/bin/jupyter lab notebooks
+	.venv/bin/jupyter lab $(LAB_ARGS) notebooks
 
 # Unit tests, then every notebook executed under nbval in smoke mode (tiny sizes, throw-away model cache).
 test: env
