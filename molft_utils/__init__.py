@@ -4,7 +4,8 @@ Modules: ``data`` (loading and validation), ``splits`` (fixed splits, leakage ch
 ``tokenizer`` (MoLFormer SMILES regex), ``models`` (backbones, regression model), ``train``
 (fine-tuning loop), ``mlm`` (masked-language-model training), ``metrics``, ``baselines``
 (ECFP4 + RandomForest), ``runs`` (result records, model cache), ``device`` (device, mixed
-precision, seeding), ``corpus`` / ``pretrain`` / ``quality_gate`` (the embedded backbone).
+precision, seeding), ``progress`` (tqdm bars), ``student`` (student release, nbgrader metadata),
+``corpus`` / ``pretrain`` / ``quality_gate`` (the embedded backbone).
 """
 
 import warnings
