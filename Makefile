@@ -3,20 +3,27 @@ PY ?= .venv/bin/python
 SEEDS ?= 0 1 2
 JOBS ?= 1
 
-.PHONY: env test lint reports report assignments benchmark
+.PHONY: env lab test lint reports report assignments benchmark
 
 env: .venv/.installed
 
 .venv/.installed: pyproject.toml
 	python3 -m venv .venv
 	.venv/bin/pip install --quiet --upgrade pip
-	.venv/bin/pip install --quiet -e ".[dev]"
+	.venv/bin/pip install --quiet -e ".[dev,lab]"
+	.venv/bin/python -m ipykernel install --sys-prefix --name molft --display-name "Python 3 (molft)"
 	touch $@
+
+# For learners: JupyterLab on the lesson folder, notebooks run on the project's kernel (molft).
+# Extra options: make lab LAB_ARGS="--no-browser --allow-root" (e.g. in a container running as root).
+LAB_ARGS ?=
+lab: env
+	.venv/bin/jupyter lab $(LAB_ARGS) notebooks
 
 # Unit tests, then every notebook executed under nbval in smoke mode (tiny sizes, throw-away model cache).
 test: env
 	.venv/bin/ruff check molft_utils tests
-	MOLFT_SMOKE=1 MOLFT_NUM_THREADS=1 MOLFT_CACHE="$$(mktemp -d)" $(PY) -m pytest -q tests --nbval-lax notebooks
+	MOLFT_SMOKE=1 TQDM_DISABLE=1 MOLFT_NUM_THREADS=1 MOLFT_CACHE="$$(mktemp -d)" $(PY) -m pytest -q tests --nbval-lax notebooks
 
 # The main job: every notebook for seeds 0 1 2 on the embedded backbone (papermill), then reports/summary.md.
 # Resumable: runs that already have a result for the same notebook source and parameters are skipped.

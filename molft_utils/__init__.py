@@ -4,13 +4,15 @@ Modules: ``data`` (loading and validation), ``splits`` (fixed splits, leakage ch
 ``tokenizer`` (MoLFormer SMILES regex), ``models`` (backbones, regression model), ``train``
 (fine-tuning loop), ``mlm`` (masked-language-model training), ``metrics``, ``baselines``
 (ECFP4 + RandomForest), ``runs`` (result records, model cache), ``device`` (device, mixed
-precision, seeding), ``corpus`` / ``pretrain`` / ``quality_gate`` (the embedded backbone).
+precision, seeding), ``progress`` (tqdm bars), ``student`` (student release, nbgrader metadata),
+``corpus`` / ``pretrain`` / ``quality_gate`` (the embedded backbone).
 """
 
 import warnings
 
 __version__ = "0.1.0"
 
-# Without ipywidgets, tqdm.auto falls back to text progress bars in Jupyter and warns about it on import;
-# the fallback is what we want (executed notebooks stay free of widget state), so the warning is noise.
-warnings.filterwarnings("ignore", message="IProgress not found")
+# Warnings a learner cannot act on, filtered here at the source rather than in every notebook:
+# peft reads `model.is_gradient_checkpointing`, which transformers 5 deprecates (their problem, not ours).
+# (tqdm's "IProgress not found" is gone because ipywidgets is a dependency.)
+warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)

@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import re
 import time
 from collections import OrderedDict
@@ -59,10 +58,10 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 from torch.func import functional_call, grad, vjp, vmap
-from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from .models import RegressionModel, mean_pool
+from .progress import progress_bar
 from .train import TargetScaler, _encode
 
 __all__ = [
@@ -101,10 +100,6 @@ Collate = Callable[[np.ndarray], Batch]
 HVP = Callable[[torch.Tensor], torch.Tensor]
 
 _LAYER = re.compile(r"encoder\.layer\.(\d+)\.")
-
-
-def _quiet(progress: bool) -> bool:
-    return not progress or bool(os.environ.get("CI"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -372,7 +367,7 @@ def per_sample_gradients(
     dim = sum(t.numel() for t in p.values())
     proj = None if project is None else project.detach().double().cpu()
     out = torch.empty((n, dim) if proj is None else (n, *proj.shape[1:]), dtype=torch.float32)
-    for idx in tqdm(_chunks(n, chunk_size, getattr(collate, "lengths", None)), desc="grads", disable=_quiet(progress)):
+    for idx in progress_bar(_chunks(n, chunk_size, getattr(collate, "lengths", None)), desc="grads", progress=progress):
         g = batched(p, collate(idx))
         flat = torch.cat([t.reshape(len(idx), -1) for t in g.values()], dim=1)
         out[torch.as_tensor(idx, dtype=torch.long)] = _project(flat, proj)
@@ -395,7 +390,7 @@ def per_sample_gradients_loop(
     dim = sum(t.numel() for t in params.values())
     proj = None if project is None else project.detach().double().cpu()
     out = torch.empty((n, dim) if proj is None else (n, *proj.shape[1:]), dtype=torch.float32)
-    for i in tqdm(range(n), desc="grads (loop)", disable=_quiet(progress)):
+    for i in progress_bar(range(n), desc="grads (loop)", progress=progress):
         p = {k: v.detach().requires_grad_(True) for k, v in params.items()}
         loss = sample_loss_fn(p, collate(np.array([i]))).sum()
         grads = torch.autograd.grad(loss, [p[k] for k in names], allow_unused=True)
@@ -559,7 +554,7 @@ def lissa(
         Divergence bound: with a convergent recursion ``‖h_j‖ ≤ (j+1)‖v‖``; the run is declared
         divergent when ``‖h_j‖ > max_growth · (j+1) · ‖v‖``.
     progress
-        tqdm bar (silenced when ``CI`` is set).
+        tqdm bar (``TQDM_DISABLE=1`` silences it).
 
     Returns
     -------
@@ -587,7 +582,7 @@ def lissa(
         info.converged = True
         return torch.zeros_like(v), info
     estimates = []
-    bar = tqdm(total=depth * repeats, desc="LiSSA", disable=_quiet(progress))
+    bar = progress_bar(total=depth * repeats, desc="LiSSA", progress=progress)
     for r in range(repeats):
         h = v.clone()
         last = h.clone()
@@ -884,7 +879,7 @@ def influence_scores(
     chunk_size
         vmap chunk for the per-candidate gradients.
     progress
-        tqdm bars (silenced when ``CI`` is set).
+        tqdm bars (``TQDM_DISABLE=1`` silences them).
 
     Returns
     -------

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 from transformers import DataCollatorForLanguageModeling, PreTrainedModel, PreTrainedTokenizerFast
 from transformers.optimization import get_cosine_schedule_with_warmup
 
 from .batching import bucketed_batches, sequential_batches
 from .device import autocast, autocast_dtype, get_device, grad_scaler, seed_everything
+from .progress import progress_bar
 
 __all__ = ["MLMConfig", "MLMHistory", "evaluate_mlm", "train_mlm"]
 
@@ -168,7 +168,7 @@ def train_mlm(
     device
         Defaults to :func:`molft_utils.device.get_device`.
     progress
-        Show a tqdm bar (tqdm is silenced when ``CI`` is set).
+        Show a tqdm bar (``TQDM_DISABLE=1`` silences it).
 
     Returns
     -------
@@ -230,7 +230,7 @@ def train_mlm(
     t0 = time.perf_counter()
     if step == 0 and valid_ids:
         evaluate_and_log(float("nan"))
-    bar = tqdm(total=total_steps, initial=step, desc="MLM", disable=not progress or bool(os.environ.get("CI")))
+    bar = progress_bar(total=total_steps, initial=step, desc="MLM", unit="step", progress=progress)
     running, n_running = 0.0, 0
     epoch = step // steps_per_epoch
     while step < total_steps:

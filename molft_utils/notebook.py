@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nbformat
 import torch
 
 from .device import autocast_dtype, get_device, seed_everything
@@ -132,3 +134,23 @@ def setup(
     dtype = autocast_dtype(device, "auto")
     precision = str(dtype).removeprefix("torch.") if dtype is not None else "fp32"
     return NotebookContext(name, seed, smoke, out_dir, device, precision, torch.get_num_threads())
+
+
+_TEXT_BAR = re.compile(r"\d+%\|.*\|")
+_WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def count_progress_outputs(nb: nbformat.NotebookNode) -> int:
+    """Number of progress-bar outputs in an executed notebook (widget views and text tqdm refreshes).
+
+    With ipywidgets every bar is one widget output; without it every refresh of a text bar is one
+    ``stderr`` output, which is what floods an executed notebook.
+    """
+    total = 0
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream":
+                total += len(_TEXT_BAR.findall(str(out.get("text", ""))))
+            elif _WIDGET_VIEW in out.get("data", {}):
+                total += 1
+    return total

@@ -819,9 +819,12 @@ def _memory_child(queue: Any, job: dict[str, Any]) -> None:  # pragma: no cover 
     """Subprocess body of :func:`training_memory_subprocess`."""
     import resource
 
+    from transformers.utils import logging as hf_logging
+
     from .models import load_backbone
     from .train import TrainConfig, fit
 
+    hf_logging.disable_progress_bar()  # the child's stderr lands in the notebook: no "Loading weights" bars
     try:
         torch.set_num_threads(job["threads"])
         torch.manual_seed(job["seed"])

@@ -66,7 +66,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import re
 import time
 from collections import OrderedDict
@@ -76,12 +75,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .device import autocast, autocast_dtype, get_device, seed_everything
 from .metrics import regression_metrics
 from .models import RegressionModel, mean_pool
+from .progress import progress_bar
 from .train import FitResult, TargetScaler, TrainConfig, TrainHooks, _encode, _pad, fit, predict
 from .verdicts import combine_convergence, convergence, fit_convergence
 
@@ -700,9 +699,9 @@ def fit_roft_mol(
 
     best_rmse, best_step, bad = check(0), 0, 0
     best_raw = module.raw_alpha.detach().clone()
-    quiet = not progress or bool(os.environ.get("CI"))
     order = np.empty(0, dtype=int)
-    for step in tqdm(range(1, steps + 1), desc="roft-mol", disable=quiet):
+    bar = progress_bar(range(1, steps + 1), progress=progress, desc="RoFt-Mol", unit="step")
+    for step in bar:
         if len(order) < min(batch_size, len(fit_idx)):
             order = np.concatenate([order, rng.permutation(fit_idx)])
         chunk, order = order[:batch_size], order[batch_size:]
@@ -716,6 +715,7 @@ def fit_roft_mol(
         module.project()
         if step % eval_every == 0 or step == steps:
             rmse = check(step)
+            bar.set_postfix(select_rmse=f"{rmse:.3f}", refresh=False)
             history[-1]["fit_loss"] = float(loss.detach())
             if rmse < best_rmse:
                 best_rmse, best_step, bad = rmse, step, 0
@@ -725,6 +725,7 @@ def fit_roft_mol(
                 if bad >= patience:
                     log.info("RoFt-Mol: stopping at step %d (best %d)", step, best_step)
                     break
+    bar.close()
     with torch.no_grad():
         module.raw_alpha.copy_(best_raw)
     log.info("RoFt-Mol alphas %s (step %d, select RMSE %.4f)", module.alpha_dict(), best_step, best_rmse)

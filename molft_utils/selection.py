@@ -55,7 +55,6 @@ pick order (the first picks are the most spread out); ``top`` returns them best 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -66,12 +65,12 @@ from rdkit import Chem, DataStructs, RDLogger
 from rdkit.Chem import rdFingerprintGenerator
 from rdkit.SimDivFilters import MaxMinPicker
 from sklearn.cluster import KMeans
-from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from .batching import sequential_batches
 from .influence_pipeline import frame_sha256
 from .models import RegressionModel
+from .progress import progress_bar
 from .train import _encode, _pad
 
 __all__ = [
@@ -357,7 +356,7 @@ def embed_smiles(
     batch_size
         Molecules per forward pass.
     progress
-        Show a tqdm bar (silenced when the ``CI`` environment variable is set).
+        Show a tqdm bar (``TQDM_DISABLE=1`` silences it).
 
     Returns
     -------
@@ -373,7 +372,7 @@ def embed_smiles(
     model.eval()
     out: np.ndarray | None = None
     try:
-        for idx in tqdm(batches, desc="embed", disable=not progress or bool(os.environ.get("CI"))):
+        for idx in progress_bar(batches, progress=progress, desc="embed"):
             batch = _pad(tokenizer, [ids[i] for i in idx], device)
             feats = model.embed(batch["input_ids"], batch["attention_mask"]).float().cpu().numpy()
             if out is None:

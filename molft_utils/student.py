@@ -21,13 +21,23 @@ drops widget state and execution timing metadata. Unbalanced or nested markers r
 for students and staff. Output is deterministic (``nbformat.write`` sorts keys; no timestamps), so
 regenerating gives byte-identical files and the diff of ``assignments/`` shows only real changes.
 
-Why not nbgrader itself: ``pip install --dry-run nbgrader`` (0.9.6) would not change any pinned package but
-pulls ~50 packages (jupyterlab, notebook, jupyter_server, SQLAlchemy, alembic, nbconvert, ...) for a course
-database and grading server we do not use; the part we need - stripping marked regions - is this module.
+**nbgrader metadata.** :func:`annotate` writes nbgrader's cell metadata (``metadata.nbgrader``, schema 3)
+into the source notebooks, so that staff can also run the real ``nbgrader generate_assignment`` and
+``nbgrader autograde`` on them (``tests/test_nbgrader.py`` does, on lesson 01): code cells with solution
+markup become *solution* cells, ``check`` cells become *autograded test* cells (``points``, locked), markdown
+cells tagged ``answer`` become *manually graded answers* (the source holds the staff's model answer; students
+get ``YOUR ANSWER HERE``) and cells tagged ``locked`` become read-only. Existing ``grade_id`` and ``points``
+are kept, so annotating is idempotent: ``python -m molft_utils.student --annotate notebooks``.
+
+**Student release.** :func:`build_release` writes a self-contained folder: the student notebooks in
+``notebooks/``, the ``molft_utils`` package, the vendored ``data/``, the setup files (``pyproject.toml``,
+``environment.yml``, ``Makefile``) and ``reports/summary.md`` (the results over seeds that the interpretation
+exercises read) - no solution notebooks, no executed reports, no staff answer key.
 
 Command line::
 
-    python -m molft_utils.student --src notebooks --out assignments
+    python -m molft_utils.student --src notebooks --out assignments      # the student release
+    python -m molft_utils.student --annotate notebooks                   # (re)write nbgrader metadata
 """
 
 from __future__ import annotations
@@ -37,6 +47,7 @@ import copy
 import json
 import logging
 import re
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -44,15 +55,20 @@ import nbformat
 from nbformat import NotebookNode
 
 __all__ = [
+    "ANSWER_TAG",
     "BEGIN",
     "CHECK_TAG",
     "END",
     "EXERCISE_TAG",
     "HINT",
     "NOTEBOOK_GLOB",
+    "LOCKED_TAG",
     "SolutionMarkupError",
+    "annotate",
+    "build_release",
     "count_exercises",
     "generate",
+    "nbgrader_problems",
     "main",
     "make_student_notebook",
     "stub_cell_source",
@@ -65,6 +81,13 @@ END = "### END SOLUTION"
 HINT = "### HINT:"
 CHECK_TAG = "check"
 EXERCISE_TAG = "exercise"
+ANSWER_TAG = "answer"
+LOCKED_TAG = "locked"
+ANSWER_PLACEHOLDER = "YOUR ANSWER HERE"
+#: points of an autograded check cell / a manually graded answer when the metadata gives none
+DEFAULT_CHECK_POINTS = 1
+DEFAULT_ANSWER_POINTS = 2
+NBGRADER_SCHEMA = 3
 NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
 DEFAULT_HINT = "complete this code"
 #: A generated stub line (used to count exercises in a student edition).
@@ -192,6 +215,8 @@ def make_student_notebook(nb: NotebookNode, name: str = "<notebook>") -> Noteboo
                 raise SolutionMarkupError(
                     f"{where}: solution markers in a {cell.cell_type} cell (only code cells are supported)"
                 )
+            if ANSWER_TAG in _tags(cell) or cell.metadata.get("nbgrader", {}).get("solution"):
+                cell.source = ANSWER_PLACEHOLDER  # the source holds the staff's model answer
             continue
         cell.outputs = []
         cell.execution_count = None
@@ -201,12 +226,98 @@ def make_student_notebook(nb: NotebookNode, name: str = "<notebook>") -> Noteboo
             cell.source = new_source
             if EXERCISE_TAG not in tags:
                 tags.append(EXERCISE_TAG)
-        if CHECK_TAG in tags:
+        if CHECK_TAG in tags or LOCKED_TAG in tags:
             cell.metadata["editable"] = False
             cell.metadata["deletable"] = False
         if tags:
             cell.metadata["tags"] = tags
     return student
+
+
+def _nbgrader(cell: NotebookNode, grade_id: str, *, solution: bool, grade: bool, locked: bool,
+              points: int | None) -> dict:
+    old = cell.metadata.get("nbgrader", {})
+    meta = {
+        "grade": grade,
+        "grade_id": old.get("grade_id", grade_id),
+        "locked": locked,
+        "schema_version": NBGRADER_SCHEMA,
+        "solution": solution,
+        "task": False,
+    }
+    if grade:
+        meta["points"] = old.get("points", points)
+    return meta
+
+
+def annotate(nb: NotebookNode, stem: str) -> NotebookNode:
+    """Copy of a solution notebook with nbgrader cell metadata derived from the markup and the tags.
+
+    Parameters
+    ----------
+    nb
+        Solution notebook.
+    stem
+        Notebook stem; new ``grade_id`` values are ``<stem>-exercise-<n>``, ``<stem>-check-<n>``,
+        ``<stem>-answer-<n>`` and ``<stem>-locked-<n>`` (numbered in cell order).
+
+    Returns
+    -------
+    NotebookNode
+        The annotated copy. Cells that are none of the four kinds lose any stale ``nbgrader`` metadata.
+        Existing ``grade_id`` and ``points`` are kept (idempotent).
+    """
+    out = copy.deepcopy(nb)
+    counters = {"exercise": 0, "check": 0, "answer": 0, "locked": 0}
+
+    def next_id(kind: str) -> str:
+        counters[kind] += 1
+        return f"{stem}-{kind}-{counters[kind]}"
+
+    for i, cell in enumerate(out.cells):
+        tags = _tags(cell)
+        if cell.cell_type == "code" and stub_cell_source(cell.source, f"{stem}: cell {i}")[1]:
+            meta = _nbgrader(cell, next_id("exercise"), solution=True, grade=False, locked=False, points=None)
+        elif cell.cell_type == "code" and CHECK_TAG in tags:
+            meta = _nbgrader(cell, next_id("check"), solution=False, grade=True, locked=True,
+                             points=DEFAULT_CHECK_POINTS)
+        elif cell.cell_type == "markdown" and ANSWER_TAG in tags:
+            meta = _nbgrader(cell, next_id("answer"), solution=True, grade=True, locked=False,
+                             points=DEFAULT_ANSWER_POINTS)
+        elif LOCKED_TAG in tags:
+            meta = _nbgrader(cell, next_id("locked"), solution=False, grade=False, locked=True, points=None)
+        else:
+            cell.metadata.pop("nbgrader", None)
+            continue
+        cell.metadata["nbgrader"] = meta
+    return out
+
+
+def nbgrader_problems(nb: NotebookNode, name: str = "<notebook>") -> list[str]:
+    """What keeps a source notebook from working with nbgrader (empty list: nothing).
+
+    Checks that every solution region sits in a cell marked as an nbgrader solution, every ``check`` cell is
+    an autograded test with positive points, every ``answer`` cell a graded solution, and that ``grade_id``
+    values are unique.
+    """
+    problems: list[str] = []
+    seen: dict[str, int] = {}
+    for i, cell in enumerate(nb.cells):
+        meta = cell.metadata.get("nbgrader", {})
+        tags = _tags(cell)
+        where = f"{name}: cell {i}"
+        if cell.cell_type == "code" and stub_cell_source(cell.source, where)[1] and not meta.get("solution"):
+            problems.append(f"{where}: solution markup but no nbgrader solution metadata")
+        if CHECK_TAG in tags and not (meta.get("grade") and not meta.get("solution") and meta.get("points", 0) > 0):
+            problems.append(f"{where}: check cell is not an autograded test with points")
+        if ANSWER_TAG in tags and not (meta.get("grade") and meta.get("solution")):
+            problems.append(f"{where}: answer cell is not a graded solution")
+        if meta:
+            gid = meta.get("grade_id", "")
+            if gid in seen:
+                problems.append(f"{where}: grade_id {gid!r} repeats cell {seen[gid]}")
+            seen[gid] = i
+    return problems
 
 
 def count_exercises(nb: NotebookNode) -> int:
@@ -224,60 +335,42 @@ def count_exercises(nb: NotebookNode) -> int:
 
 
 _README = """\
-# Student notebooks
+# molft course: student edition
 
-These notebooks are the **student edition** of the molft course notebooks (fine-tuning SMILES transformers
-for MoleculeNet Lipophilicity). They are generated automatically from the solution notebooks - do not edit
-them by hand in the course repository.
+Fine-tuning chemical language models (a SMILES transformer) for MoleculeNet Lipophilicity. This folder is
+self-contained: the lesson notebooks with the exercises left for you, the `molft_utils` package they use,
+the data and the pretrained model they start from, and `reports/summary.md` (the course's results over
+seeds, which the interpretation exercises ask you to read). It was generated from the course sources; it holds
+no solutions.
 
-## For students
+## Start
 
-* Work through the notebooks in order. Code cells tagged `exercise` contain a line such as
+```bash
+make env    # .venv with the pinned packages, JupyterLab and the notebooks' kernel "Python 3 (molft)"
+make lab    # opens JupyterLab on notebooks/
+```
 
-  ```python
-  raise NotImplementedError("Exercise: <hint>")
-  ```
+## How the exercises work
 
-  Replace that line with your code (keep the code around it). The hint tells you what is expected.
-* Cells tagged `check` contain `assert` statements that test your answer. They are locked (not editable,
-  not deletable) in Jupyter. Run them after your exercise cell: no output means the check passed; an
-  `AssertionError` (or a `NameError` for a variable you have not defined yet) means it did not.
-* As long as an exercise is unsolved, running its cell raises `NotImplementedError` and the checks after it
-  fail - this is expected. "Restart kernel and run all" should finish without errors once you are done.
-* The notebooks use the `molft_utils` package and the data in the course repository; start Jupyter from the
-  repository's environment (`.venv`).
-
-## For staff
-
-* Solutions live in `notebooks/NN_*.ipynb`. Mark the removed code inside a code cell with
-
-  ```python
-  ### HINT: one line shown to students (optional, directly above BEGIN)
-  ### BEGIN SOLUTION
-  ...solution code...
-  ### END SOLUTION
-  ```
-
-  and put the asserts that test it in a separate code cell tagged `check`; they must pass on the solution
-  notebook.
-* Regenerate this folder with
-
-  ```
-  python -m molft_utils.student --src notebooks --out assignments
-  ```
-
-  The output is deterministic: regenerating without changes to the solutions gives byte-identical files.
-  Unbalanced or nested markers stop the generator with an error naming the notebook, cell and line.
-* Outputs, execution counts and widget state are removed from the student edition.
+* Code cells tagged `exercise` contain a line such as `raise NotImplementedError("Exercise: <hint>")`.
+  Replace that line with your code (keep the code around it). The hint says what is expected.
+* Cells tagged `check` test your answer with `assert` statements. They are locked (not editable, not
+  deletable). No output but "...: correct" means the check passed; an `AssertionError` (or a `NameError`
+  for a variable you have not defined yet) means it did not. Your instructor may grade with extra tests.
+* Markdown cells that say `YOUR ANSWER HERE` ask you to read a result and decide; write a few sentences
+  that cite the numbers you used. They are graded by hand.
+* As long as an exercise is unsolved, its checks fail - this is expected. "Restart kernel and run all"
+  should finish without errors once you are done.
+* `molft_utils` contains the course's own implementations; the checks compare your code with fixed
+  expected values and properties, so using them instead of writing the code teaches you nothing.
 
 ## Notebooks
 
 {table}
 """
 
-
 def _readme(rows: Sequence[tuple[str, int]]) -> str:
-    table = "| notebook | exercises |\n|---|---|\n" + "".join(f"| `{n}` | {k} |\n" for n, k in rows)
+    table = "| notebook | exercises |\n|---|---|\n" + "".join(f"| `notebooks/{n}` | {k} |\n" for n, k in rows)
     return _README.format(table=table.rstrip("\n"))
 
 
@@ -335,15 +428,81 @@ def generate(src_dir: Path, out_dir: Path) -> list[Path]:
     return written
 
 
+#: What a student release copies from the course repository besides the generated notebooks.
+#: ``reports/summary.md`` (mean ± std over seeds, no executed notebooks) is what the interpretation exercises read.
+RELEASE_COPY = ("molft_utils", "data", "pyproject.toml", "environment.yml", "Makefile", "reports/summary.md")
+_RELEASE_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "corpus", ".ipynb_checkpoints")
+
+
+def build_release(src_dir: Path, out_dir: Path, repo_root: Path | None = None) -> list[Path]:
+    """Write the self-contained student release: ``notebooks/`` (student editions), package, data, setup.
+
+    Parameters
+    ----------
+    src_dir
+        Folder with the solution notebooks.
+    out_dir
+        Release folder; replaced if it exists (it must not contain ``src_dir``).
+    repo_root
+        Course repository (default: the one this package lies in) whose :data:`RELEASE_COPY` entries are copied.
+
+    Returns
+    -------
+    list[Path]
+        The written notebooks and the README (see :func:`generate`).
+    """
+    from .runs import REPO_ROOT
+
+    root = Path(repo_root) if repo_root is not None else REPO_ROOT
+    src_dir, out_dir = Path(src_dir), Path(out_dir)
+    if src_dir.resolve().is_relative_to(out_dir.resolve()) or root.resolve().is_relative_to(out_dir.resolve()):
+        raise ValueError(f"{out_dir} contains the course sources; refusing to replace it")
+    # convert first (raises on bad markup before anything is touched), then replace the folder
+    for path in sorted(src_dir.glob(NOTEBOOK_GLOB)):
+        make_student_notebook(nbformat.read(path, as_version=4), name=path.name)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    written = generate(src_dir, out_dir / "notebooks")
+    readme = written.pop()
+    target = out_dir / "README.md"
+    readme.replace(target)
+    for name in RELEASE_COPY:
+        src = root / name
+        if src.is_dir():
+            shutil.copytree(src, out_dir / name, ignore=_RELEASE_IGNORE)
+        elif src.is_file():
+            (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, out_dir / name)
+    return [*written, target]
+
+
+def annotate_folder(src_dir: Path) -> list[Path]:
+    """Rewrite every ``NN_*.ipynb`` in ``src_dir`` with :func:`annotate`; return the files that changed."""
+    changed = []
+    for path in sorted(Path(src_dir).glob(NOTEBOOK_GLOB)):
+        nb = nbformat.read(path, as_version=4)
+        new = annotate(nb, path.stem[:2])
+        if new != nb:
+            with path.open("w", encoding="utf-8", newline="\n") as fh:
+                nbformat.write(new, fh)
+            changed.append(path)
+    return changed
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point: ``python -m molft_utils.student --src notebooks --out assignments``."""
     parser = argparse.ArgumentParser(description="Generate student notebooks from solution notebooks.")
     parser.add_argument("--src", type=Path, default=Path("notebooks"), help="folder with NN_*.ipynb solutions")
-    parser.add_argument("--out", type=Path, default=Path("assignments"), help="output folder")
+    parser.add_argument("--out", type=Path, default=Path("assignments"), help="output folder (the release)")
+    parser.add_argument("--annotate", type=Path, metavar="DIR", help="write nbgrader metadata into DIR's notebooks")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.annotate is not None:
+        for path in annotate_folder(args.annotate):
+            logger.info("annotated %s", path)
+        return 0
     try:
-        written = generate(args.src, args.out)
+        written = build_release(args.src, args.out)
     except (SolutionMarkupError, FileNotFoundError, ValueError) as err:
         logger.error("error: %s", err)
         return 1

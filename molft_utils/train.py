@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 from transformers.optimization import get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
 
@@ -31,6 +29,7 @@ from .batching import bucketed_batches, sequential_batches
 from .device import autocast, autocast_dtype, get_device, grad_scaler, seed_everything
 from .metrics import regression_metrics
 from .models import RegressionModel
+from .progress import progress_bar
 
 __all__ = ["FitResult", "TargetScaler", "TrainConfig", "TrainHooks", "fit", "predict"]
 
@@ -229,9 +228,9 @@ def fit(
 
     result = FitResult(scaler=scaler, n_trainable=sum(p.numel() for _, p in named), config=asdict(cfg))
     best_state, best_rmse, bad_epochs, global_step = None, float("inf"), 0, 0
-    quiet = not progress or bool(os.environ.get("CI"))
     t_start = time.perf_counter()
-    for epoch in tqdm(range(1, cfg.epochs + 1), desc="epochs", disable=quiet):
+    bar = progress_bar(range(1, cfg.epochs + 1), progress=progress, desc="fine-tune", unit="epoch")
+    for epoch in bar:
         t0 = time.perf_counter()
         losses = []
         for idx in bucketed_batches(lengths, cfg.batch_size, rng, cfg.bucket_batches):
@@ -266,6 +265,7 @@ def fit(
             "molecules_per_second": len(ids) / seconds,
         }
         result.history.append(row)
+        bar.set_postfix(valid_rmse=f"{row['valid_rmse']:.3f}", refresh=False)
         log.debug("epoch %s", row)
         if hooks.on_epoch_end is not None:
             hooks.on_epoch_end(model, epoch, row)
@@ -277,6 +277,7 @@ def fit(
             if bad_epochs >= cfg.patience:
                 log.info("early stopping after epoch %d (best %d)", epoch, result.best_epoch)
                 break
+    bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)
     for p in model.parameters():

@@ -34,7 +34,7 @@ def test_there_are_notebooks() -> None:
 def test_source_is_clean(path: Path) -> None:
     nb = nbformat.read(path, as_version=4)
     nbformat.validate(nb)
-    assert nb.metadata["kernelspec"]["name"] == "python3", "papermill needs kernelspec metadata"
+    assert nb.metadata["kernelspec"]["name"] == "molft", "papermill and nbval start the kernel the notebook names"
     assert "widgets" not in nb.metadata
     for cell in nb.cells:
         if cell.cell_type == "code":

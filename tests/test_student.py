@@ -8,10 +8,13 @@ from nbformat import v4
 
 from molft_utils.student import (
     SolutionMarkupError,
+    annotate,
+    build_release,
     count_exercises,
     generate,
     main,
     make_student_notebook,
+    nbgrader_problems,
 )
 
 SOLUTION_LINES = ["    total = sum(values)", "    return total / len(values)"]
@@ -132,12 +135,12 @@ def test_generate_is_deterministic_and_filters_names(tmp_path):
     written = generate(src, out)
     assert [p.name for p in written] == ["01_demo.ipynb", "02_more.ipynb", "README.md"]
     first = {p.name: p.read_bytes() for p in written}
-    assert main(["--src", str(src), "--out", str(out)]) == 0
+    assert generate(src, out) == written
     assert {p.name: p.read_bytes() for p in written} == first
     assert not (out / "scratch.ipynb").exists()
     readme = first["README.md"].decode()
-    assert "python -m molft_utils.student --src notebooks --out assignments" in readme
-    assert "| `01_demo.ipynb` | 2 |" in readme
+    assert "make lab" in readme
+    assert "| `notebooks/01_demo.ipynb` | 2 |" in readme
     for name in ("01_demo.ipynb", "02_more.ipynb"):
         assert b"answer = 42" not in first[name] and b"BEGIN SOLUTION" not in first[name]
     with pytest.raises(ValueError, match="must differ"):
@@ -176,3 +179,50 @@ def test_check_cell_fails_on_student_and_passes_on_solution():
     # the error comes from the check cell (the definition cell itself runs fine)
     assert student.cells[0].outputs == []
     assert student.cells[1].outputs[0]["ename"] == "NotImplementedError"
+
+
+def test_release_is_self_contained_without_solutions(tmp_path):
+    repo = tmp_path / "repo"
+    (repo / "notebooks").mkdir(parents=True)
+    (repo / "molft_utils").mkdir()
+    (repo / "molft_utils" / "__init__.py").write_text("")
+    (repo / "data").mkdir()
+    (repo / "data" / "x.csv").write_text("smiles,label\n")
+    (repo / "reports").mkdir()
+    (repo / "reports" / "01_demo.ipynb").write_text("executed")
+    (repo / "staff").mkdir()
+    (repo / "pyproject.toml").write_text("[project]\n")
+    nb = _solution_nb()
+    nb.cells.append(v4.new_markdown_cell("Model answer: secret", id="ans", metadata={"tags": ["answer"]}))
+    nbformat.write(nb, repo / "notebooks" / "01_demo.ipynb")
+    out = tmp_path / "release"
+    build_release(repo / "notebooks", out, repo_root=repo)
+    names = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert names == ["README.md", "data/x.csv", "molft_utils/__init__.py", "notebooks/01_demo.ipynb", "pyproject.toml"]
+    text = (out / "notebooks" / "01_demo.ipynb").read_text()
+    assert "answer = 42" not in text and "Model answer" not in text and "YOUR ANSWER HERE" in text
+    with pytest.raises(ValueError, match="contains the course sources"):
+        build_release(repo / "notebooks", repo, repo_root=repo)
+
+
+def test_annotate_marks_cells_for_nbgrader():
+    nb = _solution_nb()
+    nb.cells.append(v4.new_markdown_cell("why?", id="ans", metadata={"tags": ["answer"]}))
+    nb.cells.append(v4.new_markdown_cell("read me", id="ro", metadata={"tags": ["locked"]}))
+    assert nbgrader_problems(nb, "01_demo.ipynb") == [
+        "01_demo.ipynb: cell 2: solution markup but no nbgrader solution metadata",
+        "01_demo.ipynb: cell 3: check cell is not an autograded test with points",
+        "01_demo.ipynb: cell 4: answer cell is not a graded solution",
+    ]
+    out = annotate(nb, "01")
+    meta = [c.metadata.get("nbgrader") for c in out.cells]
+    assert meta[0] is None and meta[1] is None
+    assert meta[2]["solution"] and not meta[2]["grade"] and meta[2]["grade_id"] == "01-exercise-1"
+    assert meta[3]["grade"] and meta[3]["locked"] and meta[3]["points"] == 1
+    assert meta[4]["grade"] and meta[4]["solution"] and meta[4]["points"] == 2
+    assert meta[5]["locked"] and not meta[5]["grade"]
+    assert nbgrader_problems(out) == []
+    out.cells[3].metadata["nbgrader"]["points"] = 5  # staff's choice survives re-annotation
+    assert annotate(out, "01") == out
+    out.cells[4].metadata["nbgrader"]["grade_id"] = "01-check-1"
+    assert "repeats cell 3" in nbgrader_problems(out)[0]
