@@ -59,6 +59,7 @@ __all__ = [
     "notebook_defaults",
     "plan_runs",
     "rerun_reason",
+    "sync_stamp",
     "run_batch",
 ]
 
@@ -298,6 +299,29 @@ def write_stamp(spec: RunSpec, mtime: float | None = None) -> Path:
     if mtime is not None:
         os.utime(spec.stamp, (mtime, mtime))
     return spec.stamp
+
+
+def sync_stamp(spec: RunSpec) -> str | None:
+    """Apply :func:`rerun_reason` to ``spec.stamp``, the file the Snakemake workflow's run job depends on.
+
+    * up to date: the stamp exists and is older than ``result.json`` (written if missing, e.g. a copied folder);
+    * stale with a result (notebook, code or parameters changed): the stamp is (re)written now, newer than
+      the outputs, so Snakemake reruns the job whether or not it has provenance records of its own;
+    * new: left to the workflow's ``identity`` job.
+
+    Returns the reason, as :func:`rerun_reason`.
+    """
+    reason = rerun_reason(spec)
+    result = spec.out_dir / "result.json"
+    if reason is None:
+        older = result.stat().st_mtime - 1
+        if not spec.stamp.is_file():
+            write_stamp(spec, older)
+        elif spec.stamp.stat().st_mtime >= result.stat().st_mtime:
+            os.utime(spec.stamp, (older, older))
+    elif result.is_file():
+        write_json_atomic(spec.stamp, spec.identity)
+    return reason
 
 
 def run_batch(
