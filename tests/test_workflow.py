@@ -67,6 +67,7 @@ def test_slurm_profile_dry_run(tmp_path: Path) -> None:
     # 2 seeds x 2 splits x 4 cached models; 2 seeds x (4 notebooks x 2 splits + notebook 05, which has both splits)
     assert _job_counts(out) == {"cache_model": 16, "identity": 18, "notebook": 18, "summary": 1, "all": 1}
     assert "slurm_partition=gpu" in out and "gpu=1" in out
+    assert "workflow specific profile" in out  # profiles/default (rerun-triggers: mtime) applies too
     assert "05_robust_finetuning/split=scaffold" not in out
     assert f"{tmp_path / 'out'}/01_finetune_and_mlm/split=scaffold/seed=1/result.json" in out
     assert f"{tmp_path / 'out'}/01_finetune_and_mlm/seed=1/result.json" in out  # the default split: no extra level
@@ -167,6 +168,20 @@ def test_rerun_rule_reports_code_changed(tmp_path: Path, monkeypatch: pytest.Mon
     record = json.loads((out / "batch_log.json").read_text())["runs"][0]
     assert (record["status"], record["reason"]) == ("done", "code changed")
     assert [p.name for p in changed.stamp.parent.iterdir()] == [changed.stamp.name]  # the old stamp is gone
+
+
+def test_sync_stamp_follows_the_rerun_rule(tmp_path: Path) -> None:
+    (tmp_path / "nbs").mkdir()
+    toy = _toy_notebook(tmp_path / "nbs" / "00_toy.ipynb")
+    out = tmp_path / "out"
+    spec = _done_spec(toy, out)
+    result = spec.out_dir / "result.json"
+    spec.stamp.unlink()  # e.g. a results folder copied without its hidden files: up to date, stamp rewritten older
+    assert batch.sync_stamp(spec) is None and spec.stamp.stat().st_mtime < result.stat().st_mtime
+    stale = batch.plan_runs([toy], [0], out, smoke=True)[0]  # same folder, other parameters
+    assert batch.sync_stamp(stale) == "parameters changed"
+    assert stale.stamp.stat().st_mtime >= result.stat().st_mtime  # newer than the outputs: Snakemake reruns it
+    assert batch.sync_stamp(batch.plan_runs([toy], [0], tmp_path / "elsewhere")[0]) == "new"
 
 
 def test_rerun_rule_other_reasons(tmp_path: Path) -> None:
