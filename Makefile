@@ -2,8 +2,12 @@
 PY ?= .venv/bin/python
 SEEDS ?= 0 1 2
 JOBS ?= 1
+CORES ?= 2
+comma := ,
+empty :=
+space := $(empty) $(empty)
 
-.PHONY: env lab test lint reports report assignments benchmark
+.PHONY: env lab test lint reports reports-batch report assignments benchmark
 
 env: .venv/.installed
 
@@ -25,9 +29,14 @@ test: env
 	.venv/bin/ruff check molft_utils tests
 	MOLFT_SMOKE=1 TQDM_DISABLE=1 MOLFT_NUM_THREADS=1 MOLFT_CACHE="$$(mktemp -d)" $(PY) -m pytest -q tests --nbval-lax notebooks
 
-# The main job: every notebook for seeds 0 1 2 on the embedded backbone (papermill), then reports/summary.md.
-# Resumable: runs that already have a result for the same notebook source and parameters are skipped.
+# The main job: every notebook for seeds 0 1 2 on the embedded backbone, then reports/summary.md, through the
+# Snakemake workflow (workflow/Snakefile: lesson 01's cached models first, then papermill runs). Resumable: a run
+# whose notebook source, package code and parameters already produced a result is skipped (the rule of
+# molft_utils.batch, which `make reports-batch` runs without Snakemake).
 reports: env
+	.venv/bin/snakemake --cores $(CORES) --config seeds=[$(subst $(space),$(comma),$(strip $(SEEDS)))]
+
+reports-batch: env
 	$(PY) -m molft_utils.batch --seeds $(SEEDS) --jobs $(JOBS)
 
 report: env

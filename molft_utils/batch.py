@@ -8,12 +8,22 @@
 
 Each (notebook, seed) run is executed into ``<out>/<notebook>/seed=<s>/<notebook>.ipynb`` (with an
 ``<override-tag>/`` level when ``-p`` overrides are given), with the papermill parameters ``seed``,
-``smoke`` and ``out_dir``; the notebook writes its figures and ``result.json`` there.
+``smoke`` and ``out_dir``; the notebook writes its figures and ``result.json`` there. An override
+is passed only to the notebooks whose ``parameters`` cell declares it, and only when it differs
+from that notebook's default (an override that no notebook declares is an error).
 
-* **Resume.** A run is identified by a hash of the notebook's source cells and its parameters; the
-  runner writes ``batch.json`` with that hash after a successful run and skips runs whose hash
-  already has a ``result.json``. An interrupted batch, started again, redoes only what is missing;
-  an edited notebook is run again (``--force`` reruns everything).
+This runner is the single-machine front end; ``workflow/Snakefile`` runs the same plan on a
+cluster. Both use this module's rerun rule (:func:`plan_runs` → :attr:`RunSpec.identity`,
+:func:`rerun_reason`), and every Snakemake job executes its run through this module
+(``--expect-hash``), so the two never disagree about what a run is or when it is stale.
+
+* **Rerun rule.** A run's identity is its notebook's source cells, a hash of the package source
+  (:func:`code_hash`: ``molft_utils/*.py`` except the orchestration modules) and its parameters.
+  After a successful run the runner writes ``batch.json`` (identity and time) and a stamp
+  ``.identity/<run_hash>.json`` (the file the Snakemake workflow depends on). A run is redone when
+  :func:`rerun_reason` gives a reason: ``new`` (no result or no record), ``notebook changed``,
+  ``code changed`` or ``parameters changed``; the runner logs it. An interrupted batch, started
+  again, redoes only what is missing (``--force`` reruns everything).
 * **Failures.** A notebook that raises is kept with its error (papermill writes the executed
   notebook up to the failing cell); the runner goes on with the other runs and exits with status 1,
   listing what failed. The later notebooks of the same seed still run.
@@ -41,13 +51,28 @@ import nbformat
 
 from .runs import REPO_ROOT, config_hash, write_json_atomic
 
-__all__ = ["RunSpec", "RunOutcome", "discover_notebooks", "main", "plan_runs", "run_batch"]
+__all__ = [
+    "RunOutcome",
+    "RunSpec",
+    "code_hash",
+    "discover_notebooks",
+    "main",
+    "notebook_defaults",
+    "plan_runs",
+    "rerun_reason",
+    "sync_stamp",
+    "run_batch",
+]
 
 log = logging.getLogger(__name__)
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 REPORT_DIR = REPO_ROOT / "reports"
 BATCH_FILE = "batch.json"
+IDENTITY_DIR = ".identity"
+PACKAGE_DIR = Path(__file__).resolve().parent
+#: Modules that only orchestrate runs (never imported by a notebook); they do not count in :func:`code_hash`.
+ORCHESTRATION_MODULES = ("batch.py", "cache_jobs.py")
 
 
 def discover_notebooks(directory: Path = NOTEBOOK_DIR) -> list[Path]:
@@ -60,6 +85,38 @@ def notebook_source_hash(path: Path) -> str:
     nb = nbformat.read(path, as_version=4)
     text = json.dumps([(c.cell_type, c.source) for c in nb.cells])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def code_hash(package: Path | None = None) -> str:
+    """Hash of the package's source files (``*.py`` except :data:`ORCHESTRATION_MODULES`), by name and content.
+
+    ``package`` defaults to :data:`PACKAGE_DIR` (this ``molft_utils``).
+    """
+    digest = hashlib.sha256()
+    for path in sorted(Path(package or PACKAGE_DIR).glob("*.py")):
+        if path.name in ORCHESTRATION_MODULES:
+            continue
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def notebook_defaults(path: Path) -> dict[str, object]:
+    """The parameters a notebook declares, with their defaults (from its ``parameters`` cell).
+
+    A default that is not a Python literal is kept as its source text.
+    """
+    nb = nbformat.read(path, as_version=4)
+    cells = [c for c in nb.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
+    if len(cells) != 1:
+        raise ValueError(f"{path}: expected exactly one cell tagged 'parameters', found {len(cells)}")
+    defaults: dict[str, object] = {}
+    for node in ast.parse(cells[0].source).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                defaults[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                defaults[node.targets[0].id] = ast.unparse(node.value)
+    return defaults
 
 
 def parse_override(text: str) -> tuple[str, object]:
@@ -104,21 +161,59 @@ class RunSpec:
     seed: int
     parameters: dict
     out_dir: Path
-    run_hash: str
+    identity: dict
+    overrides: dict = field(default_factory=dict)
+
+    @property
+    def run_hash(self) -> str:
+        """Short hash of :attr:`identity` (notebook name and source hash, code hash, parameters)."""
+        return config_hash(self.identity)
 
     @property
     def output_notebook(self) -> Path:
         return self.out_dir / self.notebook.name
 
+    @property
+    def stamp(self) -> Path:
+        """``.identity/<run_hash>.json``: exists once a run with this identity succeeded (or is scheduled)."""
+        return self.out_dir / IDENTITY_DIR / f"{self.run_hash}.json"
+
     def is_done(self) -> bool:
-        """True when a previous run with the same hash left a result."""
-        marker = self.out_dir / BATCH_FILE
-        if not (marker.is_file() and (self.out_dir / "result.json").is_file()):
-            return False
-        try:
-            return json.loads(marker.read_text()).get("run_hash") == self.run_hash
-        except json.JSONDecodeError:
-            return False
+        """True when a previous run with the same identity left a result."""
+        return rerun_reason(self) is None
+
+
+def _recorded_identity(spec: RunSpec) -> dict | None:
+    try:
+        record = json.loads((spec.out_dir / BATCH_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def rerun_reason(spec: RunSpec) -> str | None:
+    """Why ``spec`` must run, or None when a result with the same identity exists.
+
+    The one rerun rule of the batch runner and the Snakemake workflow. Returns ``"new"`` (no
+    ``result.json`` or no ``batch.json`` record), ``"notebook changed"``, ``"code changed"`` (package
+    source differs, or the record predates code hashing) or ``"parameters changed"``.
+    """
+    if not (spec.out_dir / "result.json").is_file():
+        return "new"
+    record = _recorded_identity(spec)
+    if record is None:
+        return "new"
+    old = record.get("identity")
+    if not isinstance(old, dict):  # a record from before identities were stored: only its hash is known
+        return "code changed"  # its hash did not cover the package code
+    if config_hash(old) == spec.run_hash:
+        return None
+    new = spec.identity
+    if old.get("notebook") != new["notebook"] or old.get("notebook_hash") != new["notebook_hash"]:
+        return "notebook changed"
+    if old.get("code_hash") != new["code_hash"]:
+        return "code changed"
+    return "parameters changed"
 
 
 @dataclass
@@ -127,6 +222,7 @@ class RunOutcome:
     status: str  # "done" | "skipped" | "failed"
     seconds: float = 0.0
     error: str = ""
+    reason: str = ""
     extra: dict = field(default_factory=dict)
 
 
@@ -136,21 +232,35 @@ def plan_runs(
     out: Path,
     overrides: dict | None = None,
     smoke: bool = False,
+    strict: bool = True,
 ) -> list[RunSpec]:
-    """Every (notebook, seed) run with its parameters, output folder and hash."""
+    """Every (notebook, seed) run with its parameters, output folder and identity.
+
+    An override is applied to a notebook only when its ``parameters`` cell declares it and the value
+    differs from that notebook's default. With ``strict``, an override no notebook declares raises
+    :class:`ValueError` (a misspelt parameter would otherwise be ignored silently).
+    """
     overrides = _resolve_dataset(dict(overrides or {}))
     out = Path(out).resolve()  # papermill changes the process's working directory while it runs
+    code = code_hash()
     specs = []
+    declared: set[str] = set()
     for nb in (Path(n).resolve() for n in notebooks):
         src_hash = notebook_source_hash(nb)
+        defaults = notebook_defaults(nb)
+        declared |= set(defaults)
+        own = {k: v for k, v in overrides.items() if k in defaults and defaults[k] != v}
         for seed in seeds:
             base = out / nb.stem
-            if overrides:
-                base = base / _override_tag(overrides)
+            if own:
+                base = base / _override_tag(own)
             out_dir = base / f"seed={seed}"
-            params = {"seed": int(seed), "smoke": bool(smoke), **overrides}
-            run_hash = config_hash({"notebook": nb.name, "source": src_hash, "parameters": params})
-            specs.append(RunSpec(nb, int(seed), params | {"out_dir": str(out_dir)}, out_dir, run_hash))
+            params = {"seed": int(seed), "smoke": bool(smoke), **own}
+            identity = {"notebook": nb.name, "notebook_hash": src_hash, "code_hash": code, "parameters": params}
+            specs.append(RunSpec(nb, int(seed), params | {"out_dir": str(out_dir)}, out_dir, identity, own))
+    unknown = sorted(set(overrides) - declared - {"seed", "smoke", "out_dir"})
+    if strict and unknown:
+        raise ValueError(f"no notebook among {[Path(n).name for n in notebooks]} has the parameter(s) {unknown}")
     return specs
 
 
@@ -159,6 +269,8 @@ def _execute(spec: RunSpec, kernel: str, timeout: int | None) -> RunOutcome:
 
     spec.out_dir.mkdir(parents=True, exist_ok=True)
     (spec.out_dir / BATCH_FILE).unlink(missing_ok=True)
+    spec.stamp.unlink(missing_ok=True)  # recreated (older than the outputs) only when this run succeeds
+    started = time.time()
     t0 = time.perf_counter()
     log.info("running %s seed=%d → %s", spec.notebook.name, spec.seed, spec.output_notebook)
     try:
@@ -181,12 +293,54 @@ def _execute(spec: RunSpec, kernel: str, timeout: int | None) -> RunOutcome:
     seconds = time.perf_counter() - t0
     if not (spec.out_dir / "result.json").is_file():
         return RunOutcome(spec, "failed", seconds, "the notebook ran but wrote no result.json")
-    write_json_atomic(
-        spec.out_dir / BATCH_FILE,
-        {"run_hash": spec.run_hash, "parameters": spec.parameters, "seconds": seconds, "notebook": spec.notebook.name},
-    )
+    record = {
+        "run_hash": spec.run_hash,
+        "identity": spec.identity,
+        "parameters": spec.parameters,
+        "seconds": seconds,
+        "notebook": spec.notebook.name,
+    }
+    write_json_atomic(spec.out_dir / BATCH_FILE, record)
+    write_stamp(spec, started)
     log.info("done %s seed=%d in %.0f s", spec.notebook.name, spec.seed, seconds)
     return RunOutcome(spec, "done", seconds)
+
+
+def write_stamp(spec: RunSpec, mtime: float | None = None) -> Path:
+    """Write ``spec.stamp`` (the identity) and remove the stamps of earlier identities.
+
+    ``mtime`` (the run's start) keeps the stamp older than the run's outputs, as the workflow expects.
+    """
+    for old in spec.stamp.parent.glob("*.json"):
+        if old != spec.stamp:
+            old.unlink(missing_ok=True)
+    write_json_atomic(spec.stamp, spec.identity)
+    if mtime is not None:
+        os.utime(spec.stamp, (mtime, mtime))
+    return spec.stamp
+
+
+def sync_stamp(spec: RunSpec) -> str | None:
+    """Apply :func:`rerun_reason` to ``spec.stamp``, the file the Snakemake workflow's run job depends on.
+
+    * up to date: the stamp exists and is older than ``result.json`` (written if missing, e.g. a copied folder);
+    * stale with a result (notebook, code or parameters changed): the stamp is (re)written now, newer than
+      the outputs, so Snakemake reruns the job whether or not it has provenance records of its own;
+    * new: left to the workflow's ``identity`` job.
+
+    Returns the reason, as :func:`rerun_reason`.
+    """
+    reason = rerun_reason(spec)
+    result = spec.out_dir / "result.json"
+    if reason is None:
+        older = result.stat().st_mtime - 1
+        if not spec.stamp.is_file():
+            write_stamp(spec, older)
+        elif spec.stamp.stat().st_mtime >= result.stat().st_mtime:
+            os.utime(spec.stamp, (older, older))
+    elif result.is_file():
+        write_json_atomic(spec.stamp, spec.identity)
+    return reason
 
 
 def run_batch(
@@ -206,11 +360,15 @@ def run_batch(
     def run_seed(seed_specs: list[RunSpec]) -> list[RunOutcome]:
         outcomes = []
         for spec in seed_specs:
-            if not force and spec.is_done():
-                log.info("skip %s seed=%d (result with the same hash exists)", spec.notebook.name, spec.seed)
+            reason = "forced" if force else rerun_reason(spec)
+            if reason is None:
+                log.info("skip %s seed=%d (result with the same identity exists)", spec.notebook.name, spec.seed)
                 outcomes.append(RunOutcome(spec, "skipped"))
                 continue
-            outcomes.append(_execute(spec, kernel, timeout))
+            log.info("run %s seed=%d: %s", spec.notebook.name, spec.seed, reason)
+            outcome = _execute(spec, kernel, timeout)
+            outcome.reason = reason
+            outcomes.append(outcome)
         return outcomes
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
@@ -226,6 +384,7 @@ def _write_log(out: Path, outcomes: Sequence[RunOutcome], wall: float) -> None:
                 "notebook": o.spec.notebook.name,
                 "seed": o.spec.seed,
                 "status": o.status,
+                "reason": o.reason,
                 "seconds": o.seconds,
                 "error": o.error,
                 "out_dir": str(o.spec.out_dir),
@@ -249,6 +408,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--timeout", type=int, default=None, help="seconds per cell")
     p.add_argument("--kernel", default="python3")
     p.add_argument("--no-report", action="store_true")
+    p.add_argument("--no-log", action="store_true", help="do not write <out>/batch_log.json")
+    p.add_argument(
+        "--expect-hash",
+        help="the run hash the caller planned (the workflow's jobs pass it); a different plan is an error",
+    )
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     out = a.out or (REPO_ROOT / ("reports-smoke" if a.smoke else "reports"))
@@ -256,11 +420,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not notebooks:
         log.error("no notebooks to run")
         return 1
-    specs = plan_runs(notebooks, a.seeds, out, dict(a.param), a.smoke)
+    try:
+        specs = plan_runs(notebooks, a.seeds, out, dict(a.param), a.smoke)
+    except ValueError as err:
+        log.error("%s", err)
+        return 1
+    if a.expect_hash and [s.run_hash for s in specs] != [a.expect_hash]:
+        log.error(
+            "planned run hash(es) %s differ from the expected %s: the notebook, the package code or the parameters "
+            "changed after the workflow was planned; start the workflow again",
+            [s.run_hash for s in specs],
+            a.expect_hash,
+        )
+        return 1
     t0 = time.perf_counter()
     outcomes = run_batch(specs, a.jobs, a.force, a.kernel, a.timeout)
     wall = time.perf_counter() - t0
-    _write_log(out, outcomes, wall)
+    if not a.no_log:
+        _write_log(out, outcomes, wall)
     if not a.no_report:
         from .report import build_report
 

@@ -1,0 +1,223 @@
+"""The Snakemake workflow (workflow/Snakefile) and the rerun rule it shares with molft_utils.batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+from test_batch_report import _toy_notebook
+
+from molft_utils import batch, cache_jobs
+
+REPO = Path(__file__).resolve().parent.parent
+SNAKEFILE = REPO / "workflow" / "Snakefile"
+NOTEBOOKS = sorted(p.stem for p in (REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def _env(tmp_path: Path) -> dict:
+    env = dict(os.environ)
+    env.update(
+        PYTHONPATH=str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""),
+        MOLFT_NUM_THREADS="1",
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        TQDM_DISABLE="1",
+        MOLFT_CACHE=str(tmp_path / "cache"),
+    )
+    return env
+
+
+def _snakemake(tmp_path: Path, *args: str, config: dict, timeout: int = 300) -> subprocess.CompletedProcess:
+    entries = [f"{k}={v}" for k, v in config.items()]
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(tmp_path), *args]
+    cmd += ["--config", *entries]
+    res = subprocess.run(cmd, env=_env(tmp_path), capture_output=True, text=True, timeout=timeout, check=False)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]
+    return res
+
+
+def _job_counts(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a (dry) run; empty when there is nothing to do."""
+    if "Nothing to be done" in output:
+        return {}
+    table = output.split("Job stats:", 1)[1]
+    counts = dict(re.findall(r"^([a-z_]+)\s+(\d+)$", table, flags=re.M))
+    counts.pop("total", None)
+    return {k: int(v) for k, v in counts.items()}
+
+
+def _config(tmp_path: Path, **extra: object) -> dict:
+    base = {"out": tmp_path / "out", "cache": tmp_path / "cache", "seeds": "[0]"}
+    return {k: str(v) for k, v in (base | extra).items()}
+
+
+def test_slurm_profile_dry_run(tmp_path: Path) -> None:
+    """10-seed-style plan on the SLURM profile: cache jobs once per seed and split, GPUs and partition set."""
+    cfg = _config(tmp_path, seeds="[0,1]", splits="[random,scaffold]", smoke="false")
+    res = _snakemake(tmp_path, "-n", "--profile", str(REPO / "workflow" / "profiles" / "slurm"), config=cfg)
+    out = res.stdout + res.stderr
+    # 2 seeds x 2 splits x 4 cached models; 2 seeds x (4 notebooks x 2 splits + notebook 05, which has both splits)
+    assert _job_counts(out) == {"cache_model": 16, "identity": 18, "notebook": 18, "summary": 1, "all": 1}
+    assert "slurm_partition=gpu" in out and "gpu=1" in out
+    assert "workflow specific profile" in out  # profiles/default (rerun-triggers: mtime) applies too
+    assert "05_robust_finetuning/split=scaffold" not in out
+    assert f"{tmp_path / 'out'}/01_finetune_and_mlm/split=scaffold/seed=1/result.json" in out
+    assert f"{tmp_path / 'out'}/01_finetune_and_mlm/seed=1/result.json" in out  # the default split: no extra level
+    assert not (tmp_path / "out").exists()
+
+
+def test_workflow_and_batch_agree_on_what_is_stale(tmp_path: Path) -> None:
+    """Runs made by the batch are up to date for Snakemake and vice versa; an edit is stale for both."""
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    toy, other = _toy_notebook(nbs / "00_toy.ipynb"), _toy_notebook(nbs / "98_other.ipynb")
+    out = tmp_path / "out"
+    assert batch.main(["--notebooks", str(toy), str(other), "--seeds", "0", "--out", str(out), "--no-report"]) == 0
+    cfg = _config(tmp_path, notebooks="[00_toy,98_other]", notebook_dir=nbs, smoke="false")
+    res = _snakemake(tmp_path, "-n", config=cfg)
+    assert _job_counts(res.stdout) == {"summary": 1, "all": 1}  # no notebook job: the batch's results count
+
+    nb = nbformat.read(other, as_version=4)
+    nb.cells[1].source += "\n# edited"
+    nbformat.write(nb, other)
+    specs = batch.plan_runs([toy, other], [0], out)
+    assert [batch.rerun_reason(s) for s in specs] == [None, "notebook changed"]
+    res = _snakemake(tmp_path, "-n", config=cfg)
+    assert _job_counts(res.stdout) == {"notebook": 1, "summary": 1, "all": 1}
+    assert "98_other/seed=0: notebook changed" in res.stderr
+    assert "wildcards: nb=98_other, rest=seed=0" in res.stdout
+
+    _snakemake(tmp_path, "--cores", "1", config=cfg)
+    assert (out / "98_other" / "seed=0" / "executions.txt").read_text() == "xx"
+    assert (out / "00_toy" / "seed=0" / "executions.txt").read_text() == "x"
+    assert all(batch.rerun_reason(s) is None for s in batch.plan_runs([toy, other], [0], out))
+    assert (out / "summary.md").is_file()
+
+
+def test_smoke_batch_through_snakemake(tmp_path: Path) -> None:
+    """The five notebooks in smoke mode, one seed, one core; then an edit of one notebook re-runs only it."""
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    for stem in NOTEBOOKS:
+        shutil.copy(REPO / "notebooks" / f"{stem}.ipynb", nbs / f"{stem}.ipynb")
+    cfg = _config(tmp_path, notebook_dir=nbs, smoke="true")
+    t0 = time.perf_counter()
+    _snakemake(tmp_path, "--cores", "1", config=cfg, timeout=1800)
+    seconds = time.perf_counter() - t0
+    print(f"\nsmoke batch through Snakemake ({len(NOTEBOOKS)} notebooks, 1 seed, 1 core): {seconds:.0f} s")
+    out = tmp_path / "out"
+    for stem in NOTEBOOKS:
+        run = out / stem / "seed=0"
+        assert (run / "result.json").is_file() and (run / f"{stem}.ipynb").is_file()
+        assert json.loads((run / "batch.json").read_text())["identity"]["parameters"] == {"seed": 0, "smoke": True}
+    assert "## 01_finetune_and_mlm" in (out / "summary.md").read_text()
+    markers = sorted(p.stem for p in (tmp_path / "cache" / "workflow").rglob("*.json"))
+    assert markers == sorted(cache_jobs.KINDS)
+    # the notebooks loaded lesson 01's models that the cache jobs had built
+    assert "cache hit: True" in (out / "02_influence_lissa" / "seed=0" / "02_influence_lissa.ipynb").read_text()
+
+    assert _job_counts(_snakemake(tmp_path, "-n", config=cfg).stdout) == {}
+    edited = nbs / "03_data_selection.ipynb"
+    nb = nbformat.read(edited, as_version=4)
+    nb.cells.append(nbformat.v4.new_markdown_cell("An edit."))
+    nbformat.write(nb, edited)
+    res = _snakemake(tmp_path, "-n", config=cfg)
+    assert _job_counts(res.stdout) == {"notebook": 1, "summary": 1, "all": 1}
+    assert "wildcards: nb=03_data_selection, rest=seed=0" in res.stdout
+    assert "03_data_selection/seed=0: notebook changed" in res.stderr
+
+
+def _done_spec(toy: Path, out: Path, smoke: bool = False) -> batch.RunSpec:
+    assert (
+        batch.main(
+            ["--notebooks", str(toy), "--seeds", "0", "--out", str(out), "--no-report"] + (["--smoke"] if smoke else [])
+        )
+        == 0
+    )
+    return batch.plan_runs([toy], [0], out, smoke=smoke)[0]
+
+
+def test_rerun_rule_reports_code_changed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    package = tmp_path / "pkg"
+    package.mkdir()
+    for src in batch.PACKAGE_DIR.glob("*.py"):
+        shutil.copy(src, package / src.name)
+    monkeypatch.setattr(batch, "PACKAGE_DIR", package)
+    (tmp_path / "nbs").mkdir()
+    toy = _toy_notebook(tmp_path / "nbs" / "00_toy.ipynb")
+    out = tmp_path / "out"
+    spec = _done_spec(toy, out)
+    assert batch.rerun_reason(spec) is None
+    assert spec.stamp.is_file() and spec.stamp.stat().st_mtime <= (spec.out_dir / "result.json").stat().st_mtime
+
+    (package / "batch.py").write_text((package / "batch.py").read_text() + "\n# orchestration only\n")
+    assert batch.rerun_reason(batch.plan_runs([toy], [0], out)[0]) is None
+    (package / "metrics.py").write_text((package / "metrics.py").read_text() + "\n# a change\n")
+    changed = batch.plan_runs([toy], [0], out)[0]
+    assert changed.identity["code_hash"] != spec.identity["code_hash"]
+    assert batch.rerun_reason(changed) == "code changed"
+    assert batch.main(["--notebooks", str(toy), "--seeds", "0", "--out", str(out), "--no-report"]) == 0
+    record = json.loads((out / "batch_log.json").read_text())["runs"][0]
+    assert (record["status"], record["reason"]) == ("done", "code changed")
+    assert [p.name for p in changed.stamp.parent.iterdir()] == [changed.stamp.name]  # the old stamp is gone
+
+
+def test_sync_stamp_follows_the_rerun_rule(tmp_path: Path) -> None:
+    (tmp_path / "nbs").mkdir()
+    toy = _toy_notebook(tmp_path / "nbs" / "00_toy.ipynb")
+    out = tmp_path / "out"
+    spec = _done_spec(toy, out)
+    result = spec.out_dir / "result.json"
+    spec.stamp.unlink()  # e.g. a results folder copied without its hidden files: up to date, stamp rewritten older
+    assert batch.sync_stamp(spec) is None and spec.stamp.stat().st_mtime < result.stat().st_mtime
+    stale = batch.plan_runs([toy], [0], out, smoke=True)[0]  # same folder, other parameters
+    assert batch.sync_stamp(stale) == "parameters changed"
+    assert stale.stamp.stat().st_mtime >= result.stat().st_mtime  # newer than the outputs: Snakemake reruns it
+    assert batch.sync_stamp(batch.plan_runs([toy], [0], tmp_path / "elsewhere")[0]) == "new"
+
+
+def test_rerun_rule_other_reasons(tmp_path: Path) -> None:
+    (tmp_path / "nbs").mkdir()
+    toy = _toy_notebook(tmp_path / "nbs" / "00_toy.ipynb")
+    out = tmp_path / "out"
+    assert batch.rerun_reason(batch.plan_runs([toy], [0], out)[0]) == "new"
+    spec = _done_spec(toy, out)
+    assert batch.rerun_reason(batch.plan_runs([toy], [0], out, smoke=True)[0]) == "parameters changed"
+    record = json.loads((spec.out_dir / "batch.json").read_text())
+    del record["identity"]  # a record written before identities were stored
+    (spec.out_dir / "batch.json").write_text(json.dumps(record))
+    assert batch.rerun_reason(spec) == "code changed"
+    (spec.out_dir / "result.json").unlink()
+    assert batch.rerun_reason(spec) == "new"
+
+
+def test_overrides_only_where_declared_and_not_default(tmp_path: Path) -> None:
+    (tmp_path / "nbs").mkdir()
+    toy = _toy_notebook(tmp_path / "nbs" / "00_toy.ipynb")
+    assert batch.notebook_defaults(toy) == {
+        "seed": 0,
+        "smoke": False,
+        "out_dir": None,
+        "scale": 1.0,
+        "fail_on_seed": -1,
+    }
+    same = batch.plan_runs([toy], [0], tmp_path, {"scale": 1.0})[0]
+    assert same.out_dir == (tmp_path / "00_toy" / "seed=0").resolve() and same.overrides == {}
+    with pytest.raises(ValueError, match="epoch"):
+        batch.plan_runs([toy], [0], tmp_path, {"epoch": 5})
+    assert batch.plan_runs([toy], [0], tmp_path, {"epoch": 5}, strict=False)[0].overrides == {}
+
+
+def test_cache_job_options_follow_load_task() -> None:
+    names = cache_jobs.task_option_names()
+    assert "split" not in names and "seed" not in names
+    opts = cache_jobs.relevant_options({"model": "x", "epochs": 5, **{n: "v" for n in names}})
+    assert opts == {"model": "x", **{n: "v" for n in names}}
