@@ -215,7 +215,7 @@ def _dataset_line(dataset: dict) -> str:
 LESSONS: dict[str, dict] = {
     "01_finetune_and_mlm": {
         "question": "Does pretraining, and domain-adaptive MLM on top of it, make the small chemical LM predict "
-        "logD better, and does it beat ECFP4 + random forest?",
+        "{label} better, and does it beat ECFP4 + random forest?",
     },
     "02_influence_lissa": {
         "question": "Does adding the k pool molecules that influence functions rank most helpful (harmful) lower "
@@ -376,8 +376,8 @@ def comparison_markdown(comps: Sequence[vd.Comparison]) -> str:
     )
 
 
-def _findings_line(notebook: str, comps: Sequence[vd.Comparison], n_seeds: int) -> str:
-    question = LESSONS.get(notebook, {}).get("question", "")
+def _findings_line(notebook: str, comps: Sequence[vd.Comparison], n_seeds: int, label: str = "the label") -> str:
+    question = LESSONS.get(notebook, {}).get("question", "").format(label=label)
     head = f"- **{notebook}** ({n_seeds} seed{'s' if n_seeds != 1 else ''}). {question} "
     if not comps:
         return head + "No paired comparison recorded."
@@ -768,9 +768,15 @@ def build_report(root: str | Path, out: str | Path | None = None, data_dir: str 
         ]
     for (notebook, _), recs in groups.items():
         n_seeds = len({r["seed"] for r in recs})
-        lines.append(_findings_line(notebook, comps_by_group[(notebook, _)], n_seeds))
+        label = _dataset_of(recs[0]).get("label_name", "the label")
+        lines.append(_findings_line(notebook, comps_by_group[(notebook, _)], n_seeds, label))
     lines.append("")
-    by_lesson = {nb: recs for (nb, _), recs in groups.items()}
+    # the published numbers are on Lipophilicity: compare only results on it
+    by_lesson = {
+        nb: recs
+        for (nb, _), recs in groups.items()
+        if _dataset_of(recs[0]).get("name", "lipophilicity") == "lipophilicity"
+    }
     ref_md = reference_table(by_lesson, data_dir)
     if ref_md:
         lines += [
