@@ -14,8 +14,8 @@ changes how a RoFormer backbone computes, not what: its self-attention modules b
 :class:`SdpaRoFormerSelfAttention` (same parameters and module names ``query``/``key``/``value``,
 so committed weights and PEFT target modules are unchanged) which applies the rotary embedding
 in a de-interleaved head basis (cheaper, same scores), calls
-:func:`torch.nn.functional.scaled_dot_product_attention` for inference, and runs transformers'
-eager attention arithmetic when gradients are needed (the fused CPU kernel's backward is slower). Dropout layers become
+:func:`torch.nn.functional.scaled_dot_product_attention` in eval mode, and runs transformers'
+eager attention arithmetic in training mode (the fused CPU kernel's backward is slower). Dropout layers become
 :class:`FastDropout`: the same keep probability (to 6e-6), masks drawn from 15 random bits per
 element, four elements per 64-bit draw, which is about 3× cheaper on CPU than ``bernoulli_``
 (the dropout masks are ~20 % of a bf16 training step on the 2-core machine). Only the random
@@ -197,10 +197,11 @@ def _rotate_split(x: torch.Tensor, n_heads: int, cos: torch.Tensor, sin: torch.T
 class SdpaRoFormerSelfAttention(RoFormerSelfAttention):
     """RoFormer self-attention computed with fewer kernels; parameters and names as the parent's.
 
-    Queries and keys are rotated in a de-interleaved head basis (:func:`_rotate_split`). Without
-    gradients (inference) it calls :func:`torch.nn.functional.scaled_dot_product_attention` (on CPU
-    the fused flash kernel); with gradients it computes ``softmax(q kᵀ / √d + mask)`` in float32
-    like transformers' eager code, dropping probabilities with :func:`fast_dropout` when training.
+    Queries and keys are rotated in a de-interleaved head basis (:func:`_rotate_split`). In eval
+    mode it calls :func:`torch.nn.functional.scaled_dot_product_attention` (on CPU the fused flash
+    kernel); in training mode it computes ``softmax(q kᵀ / √d + mask)`` in float32 like
+    transformers' eager code and drops probabilities with :func:`fast_dropout`. The choice depends
+    on the mode only (not on grad mode), so a model and its frozen copy in eval mode agree exactly.
     Cross-attention, caches and ``output_attentions=True`` are delegated to the parent unchanged.
     Attention probabilities are not returned (``None``), as transformers' SDPA attention does.
     """
@@ -237,14 +238,14 @@ class SdpaRoFormerSelfAttention(RoFormerSelfAttention):
             if self.rotary_value:  # values keep the original basis (they form the output)
                 v = _rotate(v, cos, sin)
         mask = attention_mask
-        p = self.dropout.p if self.training else 0.0
-        if p == 0.0 and not torch.is_grad_enabled():
+        if not self.training:
             if mask is not None and mask.dtype != torch.bool:
                 mask = mask.to(q.dtype)
             context = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         else:
-            # With gradients the fused CPU kernel is slower (its backward took 4x the explicit
-            # version at 56 tokens, bf16, one thread), and this form also runs under torch.func.
+            # In training the fused CPU kernel is slower (its backward took 4x the explicit version
+            # at 56 tokens, bf16, one thread), and it cannot drop attention probabilities.
+            p = self.dropout.p
             scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.attention_head_size)
             if mask is not None:
                 scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask

@@ -49,14 +49,22 @@ def test_fast_path_keeps_names_and_weights(pair):
         assert torch.equal(a, b), n
 
 
-@pytest.mark.parametrize("grad", [False, True])
-def test_fast_attention_matches_eager_fp32_and_bf16(pair, grad):
-    # grad=False runs the SDPA kernel, grad=True the explicit path used for training
+def _no_dropout(model: RegressionModel) -> RegressionModel:
+    model = copy.deepcopy(model)
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    return model
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_fast_attention_matches_eager_fp32_and_bf16(pair, training):
+    # eval mode runs the SDPA kernel, training mode the explicit path (dropout set to 0 to compare)
     eager, fast, tok = pair
+    eager, fast = _no_dropout(eager).train(training), _no_dropout(fast).train(training)
     batch = _batch(tok)
     real = batch["attention_mask"].bool()
-    eager.eval(), fast.eval()
-    with torch.set_grad_enabled(grad):
+    with torch.set_grad_enabled(training):
         h_e = eager.backbone(**batch).last_hidden_state
         h_f = fast.backbone(**batch).last_hidden_state
         assert (h_e - h_f)[real].abs().max() < 1e-4
@@ -75,12 +83,12 @@ def test_fast_attention_accepts_a_ready_4d_additive_mask(pair):
     batch = _batch(tok)
     add = (1.0 - batch["attention_mask"][:, None, None, :].float()) * torch.finfo(torch.float32).min
     real = batch["attention_mask"].bool()
-    eager.eval(), fast.eval()
+    eager, fast = _no_dropout(eager).eval(), _no_dropout(fast)
     with torch.no_grad():
         ref = eager.backbone(input_ids=batch["input_ids"], attention_mask=add).last_hidden_state
-        for grad in (False, True):
-            with torch.set_grad_enabled(grad):
-                out = fast.backbone(input_ids=batch["input_ids"], attention_mask=add).last_hidden_state
+        for training in (False, True):
+            fast.train(training)
+            out = fast.backbone(input_ids=batch["input_ids"], attention_mask=add).last_hidden_state
             assert (out - ref)[real].abs().max() < 1e-4
 
 
