@@ -274,8 +274,8 @@ def speed_up_backbone(
         ``"fast"`` (:class:`FastDropout`) or ``"torch"`` (leave as loaded).
     attention_dropout
         If given, the attention-probability dropout of every RoFormer attention module is set to
-        this value (``0.0`` lets training use the fused SDPA kernel too). ``None`` keeps the
-        backbone's configured value (the default recipe: 0.1).
+        this value (``0.0`` skips drawing attention-probability masks, a change of the recipe's
+        hyper-parameters). ``None`` keeps the backbone's configured value (the default recipe: 0.1).
 
     Returns
     -------

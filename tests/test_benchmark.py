@@ -58,3 +58,15 @@ def test_format_table_from_a_constructed_record():
     assert "train 1.25×" in table and "CPU X (2 threads" in table
     with pytest.raises(ValueError, match="schema-2"):
         format_table({"results": []})
+
+
+def test_update_readme_replaces_only_the_marked_block(tmp_path):
+    from molft_utils.benchmark import README_END, README_START, update_readme
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# A\n\n{README_START}\nold table\n{README_END}\n\nrest\n")
+    update_readme(readme, "| new |")
+    assert readme.read_text() == f"# A\n\n{README_START}\n| new |\n{README_END}\n\nrest\n"
+    readme.write_text("no markers")
+    with pytest.raises(ValueError, match="markers not found"):
+        update_readme(readme, "x")
