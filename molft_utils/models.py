@@ -11,11 +11,11 @@ over the tokens → head ``Linear(h, h) → ReLU → Dropout(0.1) → Linear(h, 
 
 Speed (issue 16). :func:`speed_up_backbone` (applied by :class:`RegressionModel` unless asked not to)
 changes how a RoFormer backbone computes, not what: its self-attention modules become
-:class:`SdpaRoFormerSelfAttention` (same parameters and module names ``query``/``key``/``value``,
+:class:`FastRoFormerSelfAttention` (same parameters and module names ``query``/``key``/``value``,
 so committed weights and PEFT target modules are unchanged) which applies the rotary embedding
-in a de-interleaved head basis (cheaper, same scores), calls
-:func:`torch.nn.functional.scaled_dot_product_attention` in eval mode, and runs transformers'
-eager attention arithmetic in training mode (the fused CPU kernel's backward is slower). Dropout layers become
+in a de-interleaved head basis (cheaper, same scores) and otherwise runs transformers' eager
+attention arithmetic; ``attention="sdpa"`` adds :func:`torch.nn.functional.scaled_dot_product_attention`
+in eval mode (measured no faster at these lengths, so off by default; its backward is slower). Dropout layers become
 :class:`FastDropout`: the same keep probability (to 6e-6), masks drawn from 15 random bits per
 element, four elements per 64-bit draw, which is about 3× cheaper on CPU than ``bernoulli_``
 (the dropout masks are ~20 % of a bf16 training step on the 2-core machine). Only the random
@@ -42,7 +42,7 @@ __all__ = [
     "BackboneUnavailableError",
     "FastDropout",
     "RegressionModel",
-    "SdpaRoFormerSelfAttention",
+    "FastRoFormerSelfAttention",
     "count_parameters",
     "load_backbone",
     "mean_pool",
@@ -194,17 +194,23 @@ def _rotate_split(x: torch.Tensor, n_heads: int, cos: torch.Tensor, sin: torch.T
     return torch.cat((x0 * cos - x1 * sin, x1 * cos + x0 * sin), dim=-1)
 
 
-class SdpaRoFormerSelfAttention(RoFormerSelfAttention):
+class FastRoFormerSelfAttention(RoFormerSelfAttention):
     """RoFormer self-attention computed with fewer kernels; parameters and names as the parent's.
 
-    Queries and keys are rotated in a de-interleaved head basis (:func:`_rotate_split`). In eval
-    mode it calls :func:`torch.nn.functional.scaled_dot_product_attention` (on CPU the fused flash
-    kernel); in training mode it computes ``softmax(q kᵀ / √d + mask)`` in float32 like
-    transformers' eager code and drops probabilities with :func:`fast_dropout`. The choice depends
-    on the mode only (not on grad mode), so a model and its frozen copy in eval mode agree exactly.
+    Queries and keys are rotated in a de-interleaved head basis (:func:`_rotate_split`), then
+    ``softmax(q kᵀ / √d + mask)`` is computed in float32 like transformers' eager code, dropping
+    probabilities with :func:`fast_dropout` in training mode. With ``sdpa_in_eval`` (set by
+    ``speed_up_backbone(attention="sdpa")``) eval mode calls
+    :func:`torch.nn.functional.scaled_dot_product_attention` instead (the fused CPU kernel): measured
+    no faster at ~56 tokens (0.97× at batch 32), faster only for long sequences, and its result
+    depends on the padded length at the bit level, so it is off by default. In training the fused
+    kernel's backward was 4× slower than the explicit product.
     Cross-attention, caches and ``output_attentions=True`` are delegated to the parent unchanged.
     Attention probabilities are not returned (``None``), as transformers' SDPA attention does.
     """
+
+    #: Use the fused SDPA kernel in eval mode (see the class docstring).
+    sdpa_in_eval: bool = False
 
     def forward(
         self,
@@ -238,14 +244,14 @@ class SdpaRoFormerSelfAttention(RoFormerSelfAttention):
             if self.rotary_value:  # values keep the original basis (they form the output)
                 v = _rotate(v, cos, sin)
         mask = attention_mask
-        if not self.training:
+        if self.sdpa_in_eval and not self.training:
             if mask is not None and mask.dtype != torch.bool:
                 mask = mask.to(q.dtype)
             context = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         else:
             # In training the fused CPU kernel is slower (its backward took 4x the explicit version
             # at 56 tokens, bf16, one thread), and it cannot drop attention probabilities.
-            p = self.dropout.p
+            p = self.dropout.p if self.training else 0.0
             scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.attention_head_size)
             if mask is not None:
                 scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
@@ -257,7 +263,7 @@ class SdpaRoFormerSelfAttention(RoFormerSelfAttention):
 
 def speed_up_backbone(
     backbone: nn.Module,
-    attention: str = "sdpa",
+    attention: str = "fast",
     dropout: str = "fast",
     attention_dropout: float | None = None,
 ) -> dict[str, int]:
@@ -269,7 +275,8 @@ def speed_up_backbone(
         Any module; only :class:`RoFormerSelfAttention` and plain :class:`torch.nn.Dropout`
         sub-modules are touched (their class is swapped; parameters, buffers and names stay).
     attention
-        ``"sdpa"`` (:class:`SdpaRoFormerSelfAttention`) or ``"eager"`` (leave as loaded).
+        ``"fast"`` (:class:`FastRoFormerSelfAttention`), ``"sdpa"`` (the same with the fused SDPA
+        kernel in eval mode) or ``"eager"`` (leave as loaded).
     dropout
         ``"fast"`` (:class:`FastDropout`) or ``"torch"`` (leave as loaded).
     attention_dropout
@@ -282,16 +289,18 @@ def speed_up_backbone(
     dict
         How many attention and dropout modules were switched.
     """
-    if attention not in ("sdpa", "eager"):
-        raise ValueError(f"attention must be 'sdpa' or 'eager', got {attention!r}")
+    if attention not in ("fast", "sdpa", "eager"):
+        raise ValueError(f"attention must be 'fast', 'sdpa' or 'eager', got {attention!r}")
     if dropout not in ("fast", "torch"):
         raise ValueError(f"dropout must be 'fast' or 'torch', got {dropout!r}")
     counts = {"attention": 0, "dropout": 0}
     for module in backbone.modules():
         if isinstance(module, RoFormerSelfAttention):
-            if attention == "sdpa" and type(module) is RoFormerSelfAttention:
-                module.__class__ = SdpaRoFormerSelfAttention
+            if attention != "eager" and type(module) is RoFormerSelfAttention:
+                module.__class__ = FastRoFormerSelfAttention
                 counts["attention"] += 1
+            if isinstance(module, FastRoFormerSelfAttention) and attention != "eager":
+                module.sdpa_in_eval = attention == "sdpa"
             if attention_dropout is not None:
                 module.dropout.p = float(attention_dropout)
         elif dropout == "fast" and type(module) is nn.Dropout:
@@ -310,7 +319,7 @@ class RegressionModel(nn.Module):
     dropout
         Dropout in the head (0.1 as in the reference study).
     fast
-        Apply :func:`speed_up_backbone` (SDPA attention, :class:`FastDropout`); ``False`` keeps
+        Apply :func:`speed_up_backbone` (:class:`FastRoFormerSelfAttention`, :class:`FastDropout`); ``False`` keeps
         the backbone exactly as loaded (transformers' eager attention, ``bernoulli_`` dropout).
     attention_dropout
         Passed to :func:`speed_up_backbone`; ``None`` keeps the backbone's configured value.

@@ -11,8 +11,8 @@ from conftest import TINY_SMILES
 
 from molft_utils.models import (
     FastDropout,
+    FastRoFormerSelfAttention,
     RegressionModel,
-    SdpaRoFormerSelfAttention,
     fast_dropout,
     load_backbone,
     speed_up_backbone,
@@ -41,8 +41,8 @@ def _batch(tok):
 
 def test_fast_path_keeps_names_and_weights(pair):
     eager, fast, _ = pair
-    assert isinstance(fast.backbone.encoder.layer[0].attention.self, SdpaRoFormerSelfAttention)
-    assert type(eager.backbone.encoder.layer[0].attention.self) is not SdpaRoFormerSelfAttention
+    assert isinstance(fast.backbone.encoder.layer[0].attention.self, FastRoFormerSelfAttention)
+    assert type(eager.backbone.encoder.layer[0].attention.self) is not FastRoFormerSelfAttention
     assert any(isinstance(m, FastDropout) for m in fast.backbone.modules())
     assert list(fast.state_dict()) == list(eager.state_dict())
     for (n, a), b in zip(eager.state_dict().items(), fast.state_dict().values(), strict=True):
@@ -195,3 +195,16 @@ def test_lora_attaches_to_the_fast_attention():
     out = model(**batch)
     out.float().sum().backward()
     assert any(p.grad is not None for n, p in model.named_parameters() if "lora_" in n)
+
+
+def test_optional_sdpa_kernel_in_eval_matches_eager(pair):
+    eager, _, tok = pair
+    sdpa = copy.deepcopy(eager)
+    speed_up_backbone(sdpa.backbone, attention="sdpa")
+    assert all(layer.attention.self.sdpa_in_eval for layer in sdpa.backbone.encoder.layer)
+    batch = _batch(tok)
+    real = batch["attention_mask"].bool()
+    with torch.no_grad():
+        ref = eager.eval().backbone(**batch).last_hidden_state
+        out = sdpa.eval().backbone(**batch).last_hidden_state
+    assert (out - ref)[real].abs().max() < 1e-4
