@@ -17,9 +17,10 @@ in a de-interleaved head basis (cheaper, same scores) and otherwise runs transfo
 attention arithmetic; ``attention="sdpa"`` adds :func:`torch.nn.functional.scaled_dot_product_attention`
 in eval mode (measured no faster at these lengths, so off by default; its backward is slower). Dropout layers become
 :class:`FastDropout`: the same keep probability (to 6e-6), masks drawn from 15 random bits per
-element, four elements per 64-bit draw, which was about 3× cheaper on CPU than ``bernoulli_`` in a one-off micro-benchmark
-(the issue's profile put dropout masks at 18 % of a bf16 training step on the 2-core machine). Only the random
-masks differ from the eager model; with dropout off the two agree to rounding.
+element, four elements per 64-bit draw, which was about 3× cheaper on CPU than ``bernoulli_``
+(one-off micro-benchmark; the issue's profile put dropout masks at 18 % of a bf16 training step
+on the 2-core machine). Only the random masks differ from the eager model; with dropout off the
+two agree to rounding.
 """
 
 from __future__ import annotations
