@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -132,6 +133,24 @@ class FitResult:
     config: dict = field(default_factory=dict)
 
 
+def make_adamw(groups: list[dict], weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with the fused kernel when available (one kernel for all tensors; same update rule).
+
+    Falls back to the default implementation, logging once, when this torch build or device has
+    no fused AdamW.
+    """
+    try:
+        return torch.optim.AdamW(groups, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, TypeError, ValueError) as err:
+        _log_once(f"fused AdamW unavailable ({err}); using the default implementation")
+        return torch.optim.AdamW(groups, weight_decay=weight_decay)
+
+
+@functools.cache
+def _log_once(message: str) -> None:
+    log.info(message)
+
+
 def _encode(tokenizer: PreTrainedTokenizerBase, smiles: Sequence[str]) -> list[list[int]]:
     return tokenizer(list(smiles), truncation=True)["input_ids"]
 
@@ -218,7 +237,7 @@ def fit(
     head = [p for n, p in named if n.startswith("head.")]
     body = [p for n, p in named if not n.startswith("head.")]
     groups = [g for g in ({"params": body, "lr": cfg.lr_backbone}, {"params": head, "lr": cfg.lr_head}) if g["params"]]
-    optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    optimizer = make_adamw(groups, cfg.weight_decay)
     steps_per_epoch = -(-len(ids) // cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     make_schedule = {"linear": get_linear_schedule_with_warmup, "cosine": get_cosine_schedule_with_warmup}[cfg.schedule]
