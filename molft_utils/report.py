@@ -255,23 +255,36 @@ def readable(name: str) -> str:
     return ", ".join(out)
 
 
-def _history_for(rec: dict, method: str) -> tuple[list[dict] | None, int | None, str]:
-    """(history, patience, key) recorded for ``method`` in a record written before convergence was recorded."""
+def _history_for(rec: dict, method: str) -> tuple[list[dict] | None, int | None, int | None, str]:
+    """(history, patience, budget, key) recorded for ``method`` in a record written before convergence was
+    recorded. ``budget`` is the most evaluations the run was allowed (``None`` when the record does not say).
+
+    Notebook 05's all-label Full FT is lesson 01's cached model: its patience and budget are the lesson-01 recipe's,
+    not notebook 05's step-based settings.
+    """
+    from .pipeline import RECIPE
+
     extra, cfg = rec.get("extra", {}), rec.get("config", {})
     patience = cfg.get("patience")
+    if "steps" in cfg and cfg.get("eval_every"):
+        budget = int(cfg["steps"]) // int(cfg["eval_every"])
+    else:
+        budget = cfg.get("epochs")
     hist = extra.get("histories", {})
     if method in hist and isinstance(hist[method], list):
-        return hist[method], patience, "valid_rmse"
+        return hist[method], patience, budget, "valid_rmse"
     final = extra.get("final", {})
     if isinstance(final.get(method), dict) and "history" in final[method]:
-        return final[method]["history"], patience, "valid_rmse"
+        return final[method]["history"], patience, budget, "valid_rmse"
     parts = _split_method(method)
     if {"method", "labels", "split"} <= set(parts):
         setting = f"labels={parts['labels']}|split={parts['split']}"
         per = hist.get(setting, {})
+        if parts["labels"] == "all" and parts["method"] == "Full FT":
+            patience, budget = RECIPE["patience"], RECIPE["epochs"]
         if isinstance(per, dict) and parts["method"] in per:
-            return per[parts["method"]], patience, "valid_rmse"
-    return None, patience, "valid_rmse"
+            return per[parts["method"]], patience, budget, "valid_rmse"
+    return None, patience, budget, "valid_rmse"
 
 
 def model_convergence(rec: dict, method: str) -> dict | None:
@@ -303,10 +316,10 @@ def model_convergence(rec: dict, method: str) -> dict | None:
                 vd.convergence(roft["history"], patience=3, key="select_rmse") if roft.get("history") else None
             )
         return vd.combine_convergence(components, f"built from Full FT ({parts['method']})")
-    history, patience, key = _history_for(rec, method)
+    history, patience, budget, key = _history_for(rec, method)
     if not history:
         return None
-    out = vd.convergence(history, patience=patience, key=key)
+    out = vd.convergence(history, patience=patience, key=key, budget=budget)
     out["derived"] = "from the recorded per-epoch history"
     return out
 

@@ -66,6 +66,7 @@ def convergence(
     window: int = CONVERGENCE_WINDOW,
     threshold: float = CONVERGENCE_THRESHOLD,
     key: str = "valid_rmse",
+    budget: int | None = None,
 ) -> dict[str, float | int | bool | str | None]:
     """How settled a training run was when it ended, from its validation history.
 
@@ -80,6 +81,9 @@ def convergence(
         ``threshold``.
     key
         The validation quantity in each row.
+    budget
+        The most evaluations the run was allowed; a run that used all of them did not stop early, whatever its
+        last ``patience`` evaluations did (the last-window rule decides then). ``None`` when unknown.
 
     Returns
     -------
@@ -92,7 +96,7 @@ def convergence(
     values = [float(r[key]) for r in history if r.get(key) is not None and np.isfinite(r[key])]
     n = len(values)
     best = int(np.argmin(values)) + 1 if values else 0
-    stopped = patience is not None and n > 0 and n - best >= patience
+    stopped = patience is not None and n > 0 and n - best >= patience and (budget is None or n < budget)
     gain = float("nan")
     if n > window:
         before, last = min(values[:-window]), min(values[-window:])
@@ -102,9 +106,10 @@ def convergence(
     elif stopped:
         converged, reason = True, f"stopped early: no improvement in the last {patience} of {n} evaluations"
     elif np.isfinite(gain) and gain < threshold:
-        converged, reason = True, f"last-{window} gain {gain:.1%} < {threshold:.0%}"
+        converged, reason = True, f"gain over the last {window} evaluations {gain:.1%} < {threshold:.0%}"
     elif np.isfinite(gain):
-        converged, reason = False, f"still improving: last-{window} gain {gain:.1%} ≥ {threshold:.0%}"
+        converged = False
+        reason = f"still improving: gain over the last {window} evaluations {gain:.1%} ≥ {threshold:.0%}"
     else:
         converged, reason = False, f"{n} evaluations, best at {best}: too short to show a plateau"
     return {
@@ -121,9 +126,12 @@ def convergence(
 
 
 def fit_convergence(fit_result: object) -> dict:
-    """:func:`convergence` of a :class:`~molft_utils.train.FitResult` (its history and configured patience)."""
+    """:func:`convergence` of a :class:`~molft_utils.train.FitResult` (its history, configured patience, and its
+    configured epochs as the budget: a run that used them all did not stop early)."""
     config = getattr(fit_result, "config", {}) or {}
-    return convergence(getattr(fit_result, "history", []), patience=config.get("patience"))
+    return convergence(
+        getattr(fit_result, "history", []), patience=config.get("patience"), budget=config.get("epochs")
+    )
 
 
 def combine_convergence(parts: Mapping[str, Mapping | None], note: str = "") -> dict:
@@ -336,6 +344,11 @@ def theory_checks(lesson: str, records: Sequence[Mapping]) -> list[str]:
     return lines
 
 
+def _same_config(a: Mapping, b: Mapping) -> bool:
+    """Whether two run configurations agree on every key both record (older records lack newer keys)."""
+    return all(a[k] == b[k] for k in set(a) & set(b))
+
+
 def _lesson_dir(reports_dir: Path, lesson: str) -> Path | None:
     for cand in sorted(reports_dir.glob(f"{lesson}*")):
         if cand.is_dir():
@@ -365,8 +378,10 @@ def findings_for(lesson: str, result: Mapping | str | Path | None = None, report
     from . import report  # local import: report imports this module
 
     parts: list[str] = []
+    rec_config: dict | None = None
     if result is not None:
         rec = json.loads(Path(result).read_text()) if isinstance(result, str | Path) else dict(result)
+        rec_config = report._group_config(rec)
         rec.setdefault("seed", rec.get("config", {}).get("seed", 0))
         rec.setdefault("notebook", lesson)
         comps = report.lesson_comparisons([rec])
@@ -386,6 +401,11 @@ def findings_for(lesson: str, result: Mapping | str | Path | None = None, report
 
         recs = [r for r in load_results(lesson_dir) if "metrics" in r and "notebook" in r]
         groups = report.group_records(recs)
+        if groups and rec_config is not None:
+            # only batch results made with this run's configuration (keys both record; seed and out_dir aside)
+            groups = {k: g for k, g in groups.items() if _same_config(report._group_config(g[0]), rec_config)}
+            if not groups:
+                parts.append(f"\nNo batch results under `{lesson_dir}` were made with this run's configuration.")
         if groups:
             # the largest group (most seeds) is the batch configuration
             recs = max(groups.values(), key=len)

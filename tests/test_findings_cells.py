@@ -53,7 +53,14 @@ def test_findings_for_this_run_and_across_seeds(tmp_path: Path) -> None:
         extra = {"paired_reference": "B", "convergence": {"A": conv, "B": conv}}
         out = tmp_path / "reports" / "00_toy" / f"seed={seed}"
         paths.append(
-            write_result(out, "00_toy", seed, {"seed": seed}, {"A": {"rmse": a}, "B": {"rmse": b}}, extra=extra)
+            write_result(
+                out,
+                "00_toy",
+                seed,
+                {"seed": seed, "split": "random"},
+                {"A": {"rmse": a}, "B": {"rmse": b}},
+                extra=extra,
+            )
         )
     text = verdicts.findings_for("00_toy", paths[0], tmp_path / "reports")
     this_run, across = text.split("**Across seeds**")
@@ -61,6 +68,10 @@ def test_findings_for_this_run_and_across_seeds(tmp_path: Path) -> None:
     assert "3 seeds [0, 1, 2]" in across and "| 3/3 | better |" in across
     record = json.loads(paths[0].read_text())
     assert verdicts.findings_for("00_toy", record, tmp_path / "nothing").endswith("yet.")
+    # a run with another configuration (a scaffold split, a smoke run) is not shown the batch's verdicts
+    other = dict(record, config={"seed": 0, "split": "scaffold"})
+    text = verdicts.findings_for("00_toy", other, tmp_path / "reports")
+    assert "**Across seeds**" not in text and "made with this run's configuration" in text
 
 
 def test_theory_checks_direction_words() -> None:

@@ -101,6 +101,15 @@ def test_convergence_early_stop_plateau_and_short_runs() -> None:
     assert not vd.convergence([])["converged"]
 
 
+def test_a_run_that_used_its_whole_budget_did_not_stop_early() -> None:
+    """15 of 15 epochs with the best at 11: patience 3 would call it stopped, but the budget ran out first."""
+    values = [1.0, 0.9, 0.85, 0.82, 0.8, 0.79, 0.78, 0.775, 0.772, 0.771, 0.77, 0.771, 0.772, 0.771, 0.773]
+    out = vd.convergence(_hist(values), patience=3, budget=15)
+    assert not out["stopped_early"]
+    assert "gain over the last 5 evaluations" in out["reason"]
+    assert vd.convergence(_hist(values), patience=3, budget=20)["stopped_early"]  # it would have stopped by itself
+
+
 def test_combine_and_label() -> None:
     ok = {"converged": True}
     assert vd.combine_convergence({"x": ok, "y": ok})["converged"] is True
