@@ -9,7 +9,7 @@ Hugging Face Hub when online.
 :class:`RegressionModel` is the model of the reference study: backbone → masked mean pooling
 over the tokens → head ``Linear(h, h) → ReLU → Dropout(0.1) → Linear(h, 1)``.
 
-Speed (issue 16). :func:`speed_up_backbone` (applied by :class:`RegressionModel` unless asked not to)
+Speed. :func:`speed_up_backbone` (applied by :class:`RegressionModel` unless asked not to)
 changes how a RoFormer backbone computes, not what: its self-attention modules become
 :class:`FastRoFormerSelfAttention` (same parameters and module names ``query``/``key``/``value``,
 so committed weights and PEFT target modules are unchanged) which applies the rotary embedding
@@ -18,7 +18,7 @@ attention arithmetic; ``attention="sdpa"`` adds :func:`torch.nn.functional.scale
 in eval mode (measured no faster at these lengths, so off by default; its backward is slower). Dropout layers become
 :class:`FastDropout`: the same keep probability (to 6e-6), masks drawn from 15 random bits per
 element, four elements per 64-bit draw, which was about 3× cheaper on CPU than ``bernoulli_``
-(one-off micro-benchmark; the issue's profile put dropout masks at 18 % of a bf16 training step
+(one-off micro-benchmark; a profile put dropout masks at 18 % of a bf16 training step
 on the 2-core machine). Only the random masks differ from the eager model; with dropout off the
 two agree to rounding.
 """

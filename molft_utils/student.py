@@ -430,7 +430,11 @@ def generate(src_dir: Path, out_dir: Path) -> list[Path]:
 
 #: What a student release copies from the course repository besides the generated notebooks.
 #: ``reports/summary.md`` (mean ± std over seeds, no executed notebooks) is what the interpretation exercises read.
-RELEASE_COPY = ("molft_utils", "data", "pyproject.toml", "environment.yml", "Makefile", "reports/summary.md")
+RELEASE_COPY = (
+    "molft_utils", "data", "pyproject.toml", "environment.yml", "Makefile", "reports/summary.md", "reports/figures"
+)  # fmt: skip
+#: The batch's run records (numbers only, no executed notebook): the findings cells read their verdicts from them.
+RELEASE_RESULTS = "reports/*/**/result.json"
 _RELEASE_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "corpus", ".ipynb_checkpoints")
 
 
@@ -473,6 +477,10 @@ def build_release(src_dir: Path, out_dir: Path, repo_root: Path | None = None) -
         elif src.is_file():
             (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, out_dir / name)
+    for src in sorted(root.glob(RELEASE_RESULTS)):
+        dest = out_dir / src.relative_to(root)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dest)
     return [*written, target]
 
 

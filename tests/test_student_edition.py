@@ -13,6 +13,7 @@ from nbclient import NotebookClient
 from molft_utils.batch import discover_notebooks
 from molft_utils.student import BEGIN, CHECK_TAG, END, count_exercises, generate
 
+REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = discover_notebooks()
 
 
@@ -108,7 +109,12 @@ def test_release_holds_no_staff_material(tmp_path: Path) -> None:
     out = tmp_path / "release"
     build_release(NOTEBOOKS[0].parent, out)
     files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
-    assert not any(f.startswith(("reports/", "staff/", "tests/")) for f in files - {"reports/summary.md"})
+    assert not any(f.startswith(("staff/", "tests/")) for f in files)
+    # from reports/: the summary, its figures and the run records the findings cells read; no executed notebook
+    released_reports = {f for f in files if f.startswith("reports/")}
+    assert "reports/summary.md" in released_reports
+    assert all(f == "reports/summary.md" or f.endswith(("/result.json", ".png")) for f in released_reports)
+    assert any(f.endswith("/result.json") for f in released_reports) == any(REPO.glob("reports/*/**/result.json"))
     assert {f"notebooks/{p.name}" for p in NOTEBOOKS} <= files and "molft_utils/student.py" in files
     for path in NOTEBOOKS:
         text = (out / "notebooks" / path.name).read_text(encoding="utf-8")
