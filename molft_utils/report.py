@@ -149,7 +149,7 @@ def paired_table(records: Sequence[dict], reference: str | dict, metric: str = "
     rows = []
     for method, values in sorted(diffs.items(), key=lambda kv: _natural_key(kv[0])):
         arr = np.asarray(values)
-        better = (arr < 0).sum() if metric in ("rmse", "mae", "mse") else (arr > 0).sum()
+        better = (arr < 0).sum() if metric in vd.LOWER_IS_BETTER else (arr > 0).sum()
         rows.append(
             {
                 **_split_method(method),
