@@ -10,14 +10,14 @@ import pandas as pd
 import pytest
 from nbformat import v4
 
-from molft_utils import batch
-from molft_utils.report import build_report, markdown_table, method_table, paired_table
-from molft_utils.runs import write_result
+from molft_utils.core.records import write_result
+from molft_utils.runs import batch
+from molft_utils.runs.report import build_report, markdown_table, method_table, paired_table
 
 PARAMS = "seed = 0\nsmoke = False\nout_dir = None\nscale = 1.0\nfail_on_seed = -1"
 BODY = """
 import json, pathlib
-from molft_utils.runs import write_result
+from molft_utils.core.records import write_result
 if seed == fail_on_seed:
     raise RuntimeError(f"deliberate failure for seed {seed}")
 out = pathlib.Path(out_dir)

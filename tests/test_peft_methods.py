@@ -1,4 +1,4 @@
-"""Tests of molft_utils.peft_methods on tiny encoders (RoFormer and a fake MoLFormer-named tree)."""
+"""Tests of molft_utils.methods.peft_methods on tiny encoders (RoFormer and a fake MoLFormer-named tree)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ from torch import nn
 from transformers import PretrainedConfig, RoFormerModel
 from transformers.modeling_outputs import BaseModelOutput
 
-from molft_utils.models import RegressionModel
-from molft_utils.peft_methods import (
+from molft_utils.methods.peft_methods import (
     METHODS,
     AdaLoraSettings,
     LoraSettings,
@@ -26,8 +25,9 @@ from molft_utils.peft_methods import (
     peak_memory,
     prepare,
 )
-from molft_utils.pretrain import backbone_config
-from molft_utils.train import TrainConfig, fit
+from molft_utils.models.backbone import RegressionModel
+from molft_utils.pretraining.pretrain import backbone_config
+from molft_utils.training.train import TrainConfig, fit
 
 torch.set_num_threads(1)
 

@@ -15,12 +15,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import os
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from molft_utils.core.settings import get_settings
 
 __all__ = [
     "autocast",
@@ -44,7 +45,7 @@ def get_device(preferred: str | None = None) -> torch.device:
         the environment variable ``MOLFT_DEVICE`` is used if set, else CUDA if available,
         else CPU.
     """
-    choice = preferred or os.environ.get("MOLFT_DEVICE") or "auto"
+    choice = preferred or get_settings().device
     if choice == "auto":
         choice = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(choice)

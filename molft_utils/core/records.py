@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from molft_utils.core.settings import REPO_ROOT, get_settings
+
 __all__ = [
     "ModelCache",
     "RunRecord",
@@ -42,7 +44,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 _PACKAGES = {
     "torch": "torch",
     "transformers": "transformers",
@@ -196,7 +197,7 @@ class RunRecord:
     config
         Full configuration of the run.
     metrics
-        Method name -> metric dict (see :func:`molft_utils.metrics.regression_metrics`).
+        Method name -> metric dict (see :func:`molft_utils.training.metrics.regression_metrics`).
     timings
         Named durations in seconds.
     extra
@@ -294,7 +295,7 @@ class ModelCache:
 
     def __init__(self, root: str | os.PathLike | None = None) -> None:
         if root is None:
-            root = os.environ.get("MOLFT_CACHE", REPO_ROOT / "cache")
+            root = get_settings().cache_dir
         self.root = Path(root)
 
     @staticmethod

@@ -1,24 +1,24 @@
 """A registry of the data sets the lessons can run on: Lipophilicity, or any SMILES + label CSV.
 
 Every notebook has a ``dataset`` parameter (with ``smiles_col``, ``label_col``, ``label_name`` and
-``label_unit``); :func:`molft_utils.pipeline.load_task` resolves it here with :func:`get_dataset`:
+``label_unit``); :func:`molft_utils.runs.finetune.load_task` resolves it here with :func:`get_dataset`:
 
 * a **registered name** (``"lipophilicity"``, the default: MoleculeNet Lipophilicity with its external
   pool ``data/external_pool.csv`` and the committed splits in ``data/splits/``), or
 * the **path of a CSV** with a SMILES column and a numeric label column. Its columns default to
   ``smiles`` and ``target``; its name is the file stem; it has no external pool (lessons 02 and 03 then
-  hold out a seeded part of the training split as the pool, see :func:`molft_utils.pipeline.load_task`);
+  hold out a seeded part of the training split as the pool, see :func:`molft_utils.runs.finetune.load_task`);
   its random and scaffold splits are made on first use and saved with the data's checksums under the
   model cache (``$MOLFT_CACHE/splits/<name>-<md5>/``), never into the tracked ``data/`` folder.
 
-Every file goes through :func:`molft_utils.data.load_dataset`: a malformed file stops with an error naming
+Every file goes through :func:`molft_utils.data.loading.load_dataset`: a malformed file stops with an error naming
 the file, the row and the problem, and nothing is dropped silently.
 
 Adding a data set
 -----------------
 For a one-off run, pass the path (notebook parameters or the batch runner)::
 
-    python -m molft_utils.batch --smoke -p dataset=/data/solubility.csv -p smiles_col=SMILES \\
+    python -m molft_utils.runs.batch --smoke -p dataset=/data/solubility.csv -p smiles_col=SMILES \\
         -p label_col=logS -p label_name=logS -p "label_unit=log mol/L"
 
 To make it a named data set for everyone, register it in this module (below the Lipophilicity entry)::
@@ -34,7 +34,7 @@ To make it a named data set for everyone, register it in this module (below the 
         pool_path=None,                      # optional external pool with its own two columns
     ))
 
-and commit its splits with ``python -m molft_utils.splits`` if they should be fixed in the repository.
+and commit its splits with ``python -m molft_utils.data.splits`` if they should be fixed in the repository.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .data import DATA_DIR, EXTERNAL_POOL, LIPOPHILICITY, load_dataset, md5
+from molft_utils.data.loading import DATA_DIR, EXTERNAL_POOL, LIPOPHILICITY, load_dataset, md5
 
 __all__ = [
     "COMMITTED_SPLIT_DIR",
@@ -133,7 +133,7 @@ class DatasetSpec:
         return f"{self.label_name}, {self.label_unit}" if self.label_unit else f"{self.label_name} units"
 
     def load(self) -> pd.DataFrame:
-        """The validated table (:func:`molft_utils.data.load_dataset`)."""
+        """The validated table (:func:`molft_utils.data.loading.load_dataset`)."""
         return load_dataset(self.path, smiles_col=self.smiles_col, label_col=self.label_col)
 
     def load_pool(self) -> pd.DataFrame | None:

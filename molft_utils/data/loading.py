@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
@@ -30,6 +30,7 @@ import pandas as pd
 from rdkit import Chem, RDLogger
 
 __all__ = [
+    "frame_sha256",
     "DATA_DIR",
     "EXPECTED_MD5",
     "EXTERNAL_POOL",
@@ -45,7 +46,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 LIPOPHILICITY = DATA_DIR / "lipophilicity.csv"
 EXTERNAL_POOL = DATA_DIR / "external_pool.csv"
 EXPECTED_MD5 = {
@@ -273,3 +274,9 @@ def verify_checksums(data_dir: str | Path = DATA_DIR) -> dict[str, str]:
     if errors:
         raise DataValidationError("checksum verification failed:\n  " + "\n  ".join(errors))
     return found
+
+
+def frame_sha256(frame: pd.DataFrame, columns: Sequence[str] = ("smiles", "label")) -> str:
+    """sha256 of the given columns of ``frame``, row by row (identifies a data part in cache keys)."""
+    text = "\n".join("\t".join(repr(v) for v in row) for row in frame[list(columns)].itertuples(index=False))
+    return hashlib.sha256(text.encode()).hexdigest()

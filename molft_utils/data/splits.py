@@ -11,7 +11,7 @@
 * :func:`overlap_with` / :func:`leakage_report` / :func:`remove_overlap` find and drop molecules of an
   external pool that also occur in (parts of) the reference data, exactly or ignoring stereochemistry.
 
-Run ``python -m molft_utils.splits`` to (re)generate the committed lipophilicity split files (the only
+Run ``python -m molft_utils.data.splits`` to (re)generate the committed lipophilicity split files (the only
 command that writes into ``data/splits/``).
 """
 
@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -31,7 +30,8 @@ import pandas as pd
 from rdkit import RDLogger
 from rdkit.Chem.Scaffolds.MurckoScaffold import MurckoScaffoldSmiles
 
-from molft_utils.data import DATA_DIR, md5
+from molft_utils.core.settings import get_settings
+from molft_utils.data.loading import DATA_DIR, md5
 
 __all__ = [
     "PARTS",
@@ -171,7 +171,7 @@ class Split:
     seed : int or None
         Seed used to make it (``None`` for the deterministic scaffold split).
     train, valid, test : list of int
-        Positional row indices into the DataFrame from :func:`molft_utils.data.load_dataset`.
+        Positional row indices into the DataFrame from :func:`molft_utils.data.loading.load_dataset`.
     data_md5 : str
         MD5 of the data file (``""`` if unknown).
     smiles_sha256 : str
@@ -244,7 +244,7 @@ class Split:
         path : str or Path
             JSON file written by :meth:`save`.
         df : pandas.DataFrame
-            The data the split indexes (from :func:`molft_utils.data.load_dataset`).
+            The data the split indexes (from :func:`molft_utils.data.loading.load_dataset`).
         data_path : str or Path, optional
             The data file, to also check its MD5.
         """
@@ -291,7 +291,7 @@ def split_path(kind: str, seed: int | None, name: str = "lipophilicity", split_d
 
 def default_split_dir(name: str) -> Path:
     """Run-time folder for split files made on demand: ``$MOLFT_CACHE/splits/<name>`` (or ``<repo>/cache``)."""
-    root = Path(os.environ.get("MOLFT_CACHE") or DATA_DIR.parent / "cache")
+    root = get_settings().cache_dir
     return root / "splits" / name
 
 
@@ -357,7 +357,7 @@ def overlap_with(pool_df: pd.DataFrame, reference_df: pd.DataFrame, reference_na
     Parameters
     ----------
     pool_df, reference_df : pandas.DataFrame
-        Frames from :func:`molft_utils.data.load_dataset`.
+        Frames from :func:`molft_utils.data.loading.load_dataset`.
     reference_name : str
         Written to the ``part`` column (e.g. ``"test"``).
 
@@ -396,7 +396,7 @@ def remove_overlap(pool_df: pd.DataFrame, report: pd.DataFrame) -> pd.DataFrame:
 
 def main() -> None:
     """Create (or verify) the lipophilicity split files: random seeds 0, 1, 2 and the scaffold split."""
-    from molft_utils.data import load_lipophilicity
+    from molft_utils.data.loading import load_lipophilicity
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     df = load_lipophilicity()

@@ -39,7 +39,7 @@ the naive per-sample loop is kept as a reference and for the speed benchmark.
 
 Everything is written for a generic ``loss_fn(params, batch) -> scalar mean loss`` where
 ``params`` is an ordered ``dict`` name → tensor, so the same solver code is tested on ridge
-regression (closed form available) and used on :class:`~molft_utils.models.RegressionModel`
+regression (closed form available) and used on :class:`~molft_utils.models.backbone.RegressionModel`
 through :func:`regression_loss_fn`.
 """
 
@@ -60,9 +60,10 @@ from scipy.stats import spearmanr
 from torch.func import functional_call, grad, vjp, vmap
 from transformers import PreTrainedTokenizerBase
 
-from .models import RegressionModel, mean_pool
-from .progress import progress_bar
-from .train import TargetScaler, _encode
+from molft_utils.core.progress import progress_bar
+from molft_utils.models.backbone import RegressionModel, mean_pool
+from molft_utils.training.collate import encode
+from molft_utils.training.train import TargetScaler
 
 __all__ = [
     "HessianOperator",
@@ -115,7 +116,7 @@ def select_parameters(
     Parameters
     ----------
     model
-        A :class:`~molft_utils.models.RegressionModel` (names ``head.*`` and
+        A :class:`~molft_utils.models.backbone.RegressionModel` (names ``head.*`` and
         ``backbone.encoder.layer.{i}.*``).
     subset
         ``"head"`` (the regression head only), ``"last_k"`` (the last ``k`` encoder layers and the
@@ -236,7 +237,7 @@ def collate_smiles(
     device: torch.device | str = "cpu",
 ) -> Collate:
     """A ``collate(indices) -> batch`` over tokenised SMILES with scaled labels (dynamic padding)."""
-    ids = _encode(tokenizer, smiles)
+    ids = encode(tokenizer, smiles)
     y = torch.as_tensor(np.asarray(y_scaled, dtype=np.float32))
     if len(ids) != len(y):
         raise ValueError(f"{len(ids)} SMILES but {len(y)} labels")
@@ -868,7 +869,7 @@ def influence_scores(
     pool_smiles, pool_y
         Candidates to score.
     scaler
-        The :class:`~molft_utils.train.TargetScaler` of the fit (labels in original units);
+        The :class:`~molft_utils.training.train.TargetScaler` of the fit (labels in original units);
         ``None`` if the labels are already scaled.
     subset
         Parameters, see :func:`select_parameters`.

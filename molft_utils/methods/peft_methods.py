@@ -54,8 +54,8 @@ from peft import AdaLoraConfig, IA3Config, LoraConfig, PeftModel, get_peft_model
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from .models import RegressionModel
-from .train import TargetScaler, TrainHooks, predict
+from molft_utils.models.backbone import RegressionModel
+from molft_utils.training.train import TargetScaler, TrainHooks, predict
 
 __all__ = [
     "METHODS",
@@ -330,7 +330,7 @@ def _lora_targets(backbone: nn.Module, settings: LoraSettings | AdaLoraSettings)
 
 @dataclass
 class PeftSetup:
-    """A model ready for :func:`~molft_utils.train.fit` with one fine-tuning method.
+    """A model ready for :func:`~molft_utils.training.train.fit` with one fine-tuning method.
 
     Attributes
     ----------
@@ -435,7 +435,7 @@ def prepare(
     Parameters
     ----------
     model
-        A fresh :class:`~molft_utils.models.RegressionModel` (its backbone not yet wrapped). For
+        A fresh :class:`~molft_utils.models.backbone.RegressionModel` (its backbone not yet wrapped). For
         adapter methods the backbone is replaced in place by the ``peft`` wrapper.
     method
         One of :data:`METHODS`.
@@ -448,7 +448,7 @@ def prepare(
     Returns
     -------
     PeftSetup
-        The model, the :class:`~molft_utils.train.TrainHooks` for ``fit`` and parameter counts.
+        The model, the :class:`~molft_utils.training.train.TrainHooks` for ``fit`` and parameter counts.
     """
     _check_method(method)
     settings = settings if settings is not None else default_settings(method)
@@ -774,7 +774,7 @@ def parameter_budget(
     """Trainable-parameter counts of every method for ``backbone`` (which is not modified).
 
     Each method is applied to a deep copy of ``backbone`` inside a fresh
-    :class:`~molft_utils.models.RegressionModel`; works on ``meta``-device encoders from
+    :class:`~molft_utils.models.backbone.RegressionModel`; works on ``meta``-device encoders from
     :func:`encoder_without_weights`.
 
     Returns
@@ -821,8 +821,8 @@ def _memory_child(queue: Any, job: dict[str, Any]) -> None:  # pragma: no cover 
 
     from transformers.utils import logging as hf_logging
 
-    from .models import load_backbone
-    from .train import TrainConfig, fit
+    from molft_utils.models.backbone import load_backbone
+    from molft_utils.training.train import TrainConfig, fit
 
     hf_logging.disable_progress_bar()  # the child's stderr lands in the notebook: no "Loading weights" bars
     try:
@@ -864,7 +864,7 @@ def training_memory_subprocess(
     In one long-lived process the resident set size depends on what ran before (the allocator keeps
     freed memory), so :func:`peak_memory` numbers are order-dependent. Here every method starts in a
     new ``spawn``-ed interpreter: it loads ``backbone`` (a folder for
-    :func:`~molft_utils.models.load_backbone`), prepares ``method`` and trains one epoch on
+    :func:`~molft_utils.models.backbone.load_backbone`), prepares ``method`` and trains one epoch on
     ``smiles``; the peak RSS increase over the level after loading is reported (sampled every 2 ms,
     so it can still miss very short spikes), together with the process's lifetime ``maxrss``.
 
@@ -941,7 +941,7 @@ def fine_tune(
     settings: Settings | None = None,
     progress: bool = False,
 ) -> tuple[PeftSetup, Any, PreTrainedTokenizerBase]:
-    """Load ``backbone`` afresh, prepare ``method`` and train it with :func:`~molft_utils.train.fit`.
+    """Load ``backbone`` afresh, prepare ``method`` and train it with :func:`~molft_utils.training.train.fit`.
 
     Every call starts from the same weights (``torch.manual_seed(config.seed)`` before the head is
     built), so methods and learning rates are compared from an identical start.
@@ -949,13 +949,13 @@ def fine_tune(
     Parameters
     ----------
     backbone
-        Folder or name for :func:`~molft_utils.models.load_backbone` (``None``: embedded default).
+        Folder or name for :func:`~molft_utils.models.backbone.load_backbone` (``None``: embedded default).
     method
         One of :data:`METHODS`.
     train_smiles, train_y, valid_smiles, valid_y
         Data; the validation part drives early stopping.
     config
-        A :class:`~molft_utils.train.TrainConfig`; ``lr_backbone`` is the rate of every trainable
+        A :class:`~molft_utils.training.train.TrainConfig`; ``lr_backbone`` is the rate of every trainable
         encoder parameter, adapters included.
     settings
         Method settings (defaults from :func:`default_settings`).
@@ -964,10 +964,10 @@ def fine_tune(
     -------
     tuple
         The :class:`PeftSetup` (its model trained, best epoch restored), the
-        :class:`~molft_utils.train.FitResult` and the tokenizer.
+        :class:`~molft_utils.training.train.FitResult` and the tokenizer.
     """
-    from .models import load_backbone
-    from .train import fit
+    from molft_utils.models.backbone import load_backbone
+    from molft_utils.training.train import fit
 
     encoder, tokenizer = load_backbone(backbone)
     torch.manual_seed(config.seed)

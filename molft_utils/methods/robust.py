@@ -4,8 +4,9 @@ RoFt-Mol (Liu, Zou, Shoghi, Fung, Liu & Li, "RoFt-Mol: Benchmarking Robust Fine-
 Graph Foundation Models", NeurIPS 2025 Datasets & Benchmarks, arXiv:2509.00614; an earlier version called
 the method DWiSE-FT) sorts eight fine-tuning methods into three mechanisms and benchmarks them on
 molecular foundation models with few labels. This module implements one representative of each for a
-:class:`~molft_utils.models.RegressionModel`; everything plugs into :func:`molft_utils.train.fit` through
-:class:`~molft_utils.train.TrainHooks`.
+:class:`~molft_utils.models.backbone.RegressionModel`; everything plugs
+into :func:`molft_utils.training.train.fit` through
+:class:`~molft_utils.training.train.TrainHooks`.
 
 Partial fine-tuning (``TrainHooks.trainable``)
     * linear probing (:func:`linear_probe_hooks`): only the head trains;
@@ -77,12 +78,13 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .device import autocast, autocast_dtype, get_device, seed_everything
-from .metrics import regression_metrics
-from .models import RegressionModel, mean_pool
-from .progress import progress_bar
-from .train import FitResult, TargetScaler, TrainConfig, TrainHooks, _encode, _pad, fit, predict
-from .verdicts import combine_convergence, convergence, fit_convergence
+from molft_utils.core.device import autocast, autocast_dtype, get_device, seed_everything
+from molft_utils.core.progress import progress_bar
+from molft_utils.models.backbone import RegressionModel, mean_pool
+from molft_utils.training.collate import collate, encode
+from molft_utils.training.convergence import combine_convergence, convergence, fit_convergence
+from molft_utils.training.metrics import regression_metrics
+from molft_utils.training.train import FitResult, TargetScaler, TrainConfig, TrainHooks, fit, predict
 
 __all__ = [
     "COARSE_GROUPS",
@@ -345,7 +347,7 @@ def l2sp_hooks(pretrained_state: Mapping[str, torch.Tensor], alpha: float, beta:
     """L2-SP (Li et al. 2018): pull the backbone towards its pretrained weights, shrink the new head.
 
     Adds ``α/2 ‖w − w_pt‖²`` (backbone, every parameter incl. biases and LayerNorms) ``+ β/2 ‖w‖²``
-    (head) to the loss. Interaction with :func:`~molft_utils.train.fit`: fit uses AdamW, whose
+    (head) to the loss. Interaction with :func:`~molft_utils.training.train.fit`: fit uses AdamW, whose
     decoupled ``weight_decay`` additionally shrinks every trainable parameter *towards zero*, which
     works against the L2-SP anchor for the backbone and doubles up with β for the head; for a clean
     L2-SP run set ``TrainConfig(weight_decay=0.0)``. Because the penalty is part of the loss, Adam
@@ -653,7 +655,7 @@ def fit_roft_mol(
     init, parameterisation, groups
         See :class:`LayerwiseInterpolation`.
     mixed_precision
-        As in :class:`~molft_utils.train.TrainConfig` (bf16 autocast on this CPU is about 3x faster; the
+        As in :class:`~molft_utils.training.train.TrainConfig` (bf16 autocast on this CPU is about 3x faster; the
         interpolation itself and the α stay fp32).
 
     Returns
@@ -677,12 +679,12 @@ def fit_roft_mol(
         raise ValueError("fit and select parts overlap")
 
     module = LayerwiseInterpolation(pretrained_state, finetuned_model, groups, init, parameterisation).to(device)
-    ids = _encode(tokenizer, smiles)
+    ids = encode(tokenizer, smiles)
     y_scaled = torch.tensor(scaler.transform(y), dtype=torch.float32)
 
     def make_batches(index: np.ndarray) -> list[tuple[dict[str, torch.Tensor], torch.Tensor]]:
         return [
-            (_pad(tokenizer, [ids[i] for i in chunk], device), y_scaled[chunk].to(device))
+            (collate(tokenizer, [ids[i] for i in chunk], device), y_scaled[chunk].to(device))
             for chunk in np.array_split(index, max(1, -(-len(index) // batch_size)))
         ]
 
@@ -705,7 +707,7 @@ def fit_roft_mol(
         if len(order) < min(batch_size, len(fit_idx)):
             order = np.concatenate([order, rng.permutation(fit_idx)])
         chunk, order = order[:batch_size], order[batch_size:]
-        batch = _pad(tokenizer, [ids[i] for i in chunk], device)
+        batch = collate(tokenizer, [ids[i] for i in chunk], device)
         with autocast(device, dtype):
             pred = module(**batch)
         loss = torch.nn.functional.mse_loss(pred.float(), y_scaled[chunk].to(device))
@@ -791,7 +793,7 @@ REGULARISED = {"Feature-map": "delta", "BSS": "delta", "L2-SP": "alpha"}
 
 
 def repeats_for_steps(n_train: int, steps: int, batch_size: int, eval_every: int) -> tuple[int, int]:
-    """How to express a budget of optimisation steps as epochs of :func:`~molft_utils.train.fit`.
+    """How to express a budget of optimisation steps as epochs of :func:`~molft_utils.training.train.fit`.
 
     With few labels an epoch is a handful of steps, and validating after every one would cost more
     than training. The training set is therefore repeated ``k`` times per "epoch" so that one epoch
@@ -824,7 +826,7 @@ def fit_steps(
     device: torch.device | None = None,
     progress: bool = False,
 ) -> FitResult:
-    """:func:`~molft_utils.train.fit` for about ``steps`` optimisation steps, validating every ``eval_every``.
+    """:func:`~molft_utils.training.train.fit` for about ``steps`` optimisation steps, validating every ``eval_every``.
 
     See :func:`repeats_for_steps`; ``config.epochs`` is replaced, early stopping (``config.patience``)
     counts validations. ``FitResult.config`` records the epochs actually configured and the history
@@ -948,7 +950,7 @@ class SettingResult:
     Attributes
     ----------
     test_metrics
-        Method → :func:`~molft_utils.metrics.regression_metrics` on the test part.
+        Method → :func:`~molft_utils.training.metrics.regression_metrics` on the test part.
     valid_rmse
         Method → validation RMSE of the kept model (RoFt-Mol: on the selection half only).
     sweep
@@ -962,9 +964,9 @@ class SettingResult:
     histories, seconds
         Training history and wall seconds per method.
     convergence
-        Method → :func:`~molft_utils.verdicts.convergence` of its kept model (``best_epoch``, ``epochs_run`` in
+        Method → :func:`.convergence` of its kept model (``best_epoch``, ``epochs_run`` in
         validations, ``patience``, ``converged``, ...). WiSE-FT and the soups are built from Full FT models and
-        RoFt-Mol also from its α fit: theirs is :func:`~molft_utils.verdicts.combine_convergence` of those parts.
+        RoFt-Mol also from its α fit: theirs is :func:`.combine_convergence` of those parts.
     sweep_convergence
         Regularised method → {strength: convergence} of every candidate of its strength sweep.
     """

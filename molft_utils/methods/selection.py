@@ -2,7 +2,7 @@
 
 The reference study adds 100 molecules from an external pool to the Lipophilicity training set and
 compares ways of choosing them. This module implements those strategies plus two classical controls.
-Every selector works on the *already leakage-filtered* pool (see :func:`molft_utils.splits.remove_overlap`),
+Every selector works on the *already leakage-filtered* pool (see :func:`molft_utils.data.splits.remove_overlap`),
 returns **positional** indices into that pool, is deterministic for a given ``seed`` and raises
 :class:`ValueError` when the budget ``n`` is below 1 or larger than the pool.
 
@@ -34,14 +34,14 @@ Strategies
     farthest away. Structure-based and model-free.
 ``top``
     :func:`top_n` - the ``n`` highest scores, e.g. the influence scores (Koh & Liang, ICML 2017) of
-    :func:`molft_utils.influence_pipeline.cached_head_influence`, which notebook 02 computes and stores in the
+    :func:`molft_utils.runs.influence_runs.cached_head_influence`, which notebook 02 computes and stores in the
     run cache (kind ``"influence_scores"``) and notebook 03 reads from there (or computes with the same settings).
 
 Evaluating a selection
 ----------------------
 :func:`merge_additions` appends the chosen pool molecules to the training split (with a ``source`` column);
 the fine-tune on training split + picks from the MLM-adapted backbone of notebook 01 is notebook 02's
-:func:`molft_utils.influence_pipeline.retrain_with_additions` (one implementation for both lessons).
+:func:`molft_utils.runs.influence_runs.retrain_with_additions` (one implementation for both lessons).
 :func:`pool_label_noise` compares the pool's labels with the Lipophilicity labels
 of the same molecules in the training split - a direct measurement of how noisy the added labels are.
 
@@ -67,11 +67,11 @@ from rdkit.SimDivFilters import MaxMinPicker
 from sklearn.cluster import KMeans
 from transformers import PreTrainedTokenizerBase
 
-from .batching import sequential_batches
-from .influence_pipeline import frame_sha256
-from .models import RegressionModel
-from .progress import progress_bar
-from .train import _encode, _pad
+from molft_utils.core.progress import progress_bar
+from molft_utils.data.loading import frame_sha256
+from molft_utils.models.backbone import RegressionModel
+from molft_utils.training.batching import sequential_batches
+from molft_utils.training.collate import collate, encode
 
 __all__ = [
     "SELECTORS",
@@ -347,7 +347,7 @@ def embed_smiles(
     Parameters
     ----------
     model
-        A :class:`~molft_utils.models.RegressionModel` (or anything with ``.embed(input_ids, attention_mask)``
+        A :class:`~molft_utils.models.backbone.RegressionModel` (or anything with ``.embed(input_ids, attention_mask)``
         and parameters).
     tokenizer
         Its tokenizer.
@@ -366,14 +366,14 @@ def embed_smiles(
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     device = next(model.parameters()).device
-    ids = _encode(tokenizer, smiles)
+    ids = encode(tokenizer, smiles)
     batches = sequential_batches([len(x) for x in ids], batch_size)
     was_training = model.training
     model.eval()
     out: np.ndarray | None = None
     try:
         for idx in progress_bar(batches, progress=progress, desc="embed"):
-            batch = _pad(tokenizer, [ids[i] for i in idx], device)
+            batch = collate(tokenizer, [ids[i] for i in idx], device)
             feats = model.embed(batch["input_ids"], batch["attention_mask"]).float().cpu().numpy()
             if out is None:
                 out = np.empty((len(ids), feats.shape[1]), dtype=np.float32)

@@ -35,7 +35,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 #: The embedded backbone that the project pretrains and ships.
 DEFAULT_BACKBONE = ROOT / "data" / "models" / "molft-roformer-small"
 MOLFORMER_ID = "ibm/MoLFormer-XL-both-10pct"

@@ -1,7 +1,7 @@
 """Render the embedded backbone's model card from the records its runs wrote.
 
 Every number in the card is read from ``pretraining.json`` (written by
-:mod:`molft_utils.pretrain`) and, when present, ``quality_gate.json`` (fine-tuning results);
+:mod:`molft_utils.pretraining.pretrain`) and, when present, ``quality_gate.json`` (fine-tuning results);
 nothing is typed by hand.
 """
 
@@ -84,8 +84,8 @@ def render_model_card(model_dir: Path) -> str:
         "1. **A fixed vocabulary grammar**, not read off the task data: special tokens, the organic-subset",
         "   atoms, bond and branch symbols, ring labels `0`-`9` and `%10`-`%99`, and every bracket atom of",
         "   B, C, N, O, P, S, F, Cl, Br, I, Si, Se, H (and aromatic b, c, n, o, p, s, se) with no/`@`/`@@`",
-        "   chirality, 0-3 hydrogens and charge 0/+/- (`molft_utils.tokenizer.bracket_atom_grammar`).",
-        "2. **Chemistry-preserving augmentation** of half of the corpus (`molft_utils.corpus.augment`): random",
+        "   chirality, 0-3 hydrogens and charge 0/+/- (`molft_utils.models.tokenizer.bracket_atom_grammar`).",
+        "2. **Chemistry-preserving augmentation** of half of the corpus (`molft_utils.pretraining.corpus.augment`): random",
         "   stereochemistry for unassigned centres and double bonds, ionisation as at pH 7.4, nitro groups,",
         "   charge-separated sulfoxides and N-oxides, bromine to iodine, and renamed ring-closure labels, so",
         "   that these tokens have trained embeddings. Edit probabilities: "
@@ -144,10 +144,10 @@ def render_model_card(model_dir: Path) -> str:
         "## Reproduce",
         "",
         "```bash",
-        f"python -m molft_utils.corpus --out data/corpus --n-train {corpus['n_train']} "
+        f"python -m molft_utils.pretraining.corpus --out data/corpus --n-train {corpus['n_train']} "
         f"--n-valid {corpus['n_valid']} --seed {corpus['seed']}",
         f"{rec['command']}",
-        "python -m molft_utils.pretrain card   # rewrites this card from pretraining.json",
+        "python -m molft_utils.pretraining.pretrain card   # rewrites this card from pretraining.json",
         "```",
         "",
     ]

@@ -16,7 +16,7 @@ RDKit, each edit producing a valid molecule:
 * bromine to iodine (the heavier halogen MOSES excludes);
 * ring-closure labels renamed to higher ones (``7``, ``8``, ``9``, ``%10``...), which SMILES allows.
 
-Run ``python -m molft_utils.corpus --help`` for the command line.
+Run ``python -m molft_utils.pretraining.corpus --help`` for the command line.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from pathlib import Path
 from rdkit import Chem, RDLogger
 from rdkit.Chem.EnumerateStereoisomers import EnumerateStereoisomers, StereoEnumerationOptions
 
-from .tokenizer import split_smiles
+from molft_utils.models.tokenizer import split_smiles
 
 __all__ = ["MOSES_SHA256", "MOSES_WHEEL", "augment", "fetch_moses", "prepare_corpus"]
 

@@ -5,11 +5,11 @@ with masked-language modelling on 1.1 B PubChem and ZINC SMILES. The embedded ba
 the recipe (regex SMILES tokens, rotary positions, 15 % MLM with 80/10/10 replacement) at a size
 that pretrains in about an hour on two CPU cores:
 
-    python -m molft_utils.corpus --out data/corpus --n-train 1000000
-    python -m molft_utils.pretrain --corpus data/corpus --out data/models/molft-roformer-small
+    python -m molft_utils.pretraining.corpus --out data/corpus --n-train 1000000
+    python -m molft_utils.pretraining.pretrain --corpus data/corpus --out data/models/molft-roformer-small
 
 ``--checkpoint-dir`` makes the run resumable: start the same command again after an
-interruption and it continues from the last checkpoint. ``python -m molft_utils.pretrain card``
+interruption and it continues from the last checkpoint. ``python -m molft_utils.pretraining.pretrain card``
 rewrites the model card from the saved ``pretraining.json``.
 """
 
@@ -30,16 +30,16 @@ import pandas as pd
 import torch
 from transformers import RoFormerConfig, RoFormerForMaskedLM
 
-from .data import EXTERNAL_POOL, LIPOPHILICITY
-from .device import autocast_dtype, get_device, seed_everything
-from .mlm import MLMConfig, evaluate_mlm, train_mlm
-from .tokenizer import build_tokenizer, token_counts, unknown_token_rate
+from molft_utils.core.device import autocast_dtype, get_device, seed_everything
+from molft_utils.data.loading import EXTERNAL_POOL, LIPOPHILICITY
+from molft_utils.models.tokenizer import build_tokenizer, token_counts, unknown_token_rate
+from molft_utils.training.mlm import MLMConfig, evaluate_mlm, train_mlm
 
 __all__ = ["backbone_config", "pretrain"]
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DATA_FILES = {"lipophilicity": (LIPOPHILICITY, "smiles"), "external_pool": (EXTERNAL_POOL, "SMILES")}
 
 
@@ -120,7 +120,8 @@ def pretrain(args: argparse.Namespace) -> dict:
     record = {
         "name": out.name,
         "command": " ".join(
-            shlex.quote(a) for a in [sys.executable.split("/")[-1], "-m", "molft_utils.pretrain", *sys.argv[1:]]
+            shlex.quote(a)
+            for a in [sys.executable.split("/")[-1], "-m", "molft_utils.pretraining.pretrain", *sys.argv[1:]]
         ),
         "architecture": model.config.to_dict() | {"model_type": "roformer"},
         "n_parameters": sum(p.numel() for p in model.parameters()),
@@ -145,13 +146,13 @@ def pretrain(args: argparse.Namespace) -> dict:
     try:
         write_model_card(out)
     except Exception:  # the weights and the record are saved; the card can be rewritten with `card`
-        log.exception("could not write the model card; run `python -m molft_utils.pretrain card`")
+        log.exception("could not write the model card; run `python -m molft_utils.pretraining.pretrain card`")
     return record
 
 
 def write_model_card(model_dir: Path) -> Path:
     """Write ``README.md`` in ``model_dir`` from ``pretraining.json`` (and ``quality_gate.json``)."""
-    from .model_card import render_model_card
+    from molft_utils.models.model_card import render_model_card
 
     card = render_model_card(model_dir)
     path = model_dir / "README.md"
@@ -163,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if argv[:1] == ["card"]:
-        p = argparse.ArgumentParser(prog="python -m molft_utils.pretrain card")
+        p = argparse.ArgumentParser(prog="python -m molft_utils.pretraining.pretrain card")
         p.add_argument("--model-dir", type=Path, default=ROOT / "data/models/molft-roformer-small")
         a = p.parse_args(argv[1:])
         print(write_model_card(a.model_dir))

@@ -5,7 +5,7 @@ Lipophilicity random split for several seeds with the Foundation training loop, 
 RandomForest on the same splits, and writes ``quality_gate.json`` next to the backbone, from which
 the model card's table is rendered::
 
-    python -m molft_utils.quality_gate --seeds 0 1 2
+    python -m molft_utils.pretraining.quality_gate --seeds 0 1 2
 
 ``--smoke`` runs a few molecules and one epoch (used by the tests).
 """
@@ -21,14 +21,14 @@ from pathlib import Path
 
 import torch
 
-from .baselines import random_forest_baseline
-from .data import load_lipophilicity
-from .metrics import aggregate, regression_metrics
-from .models import DEFAULT_BACKBONE, RegressionModel, load_backbone, random_init_like
-from .pretrain import write_model_card
-from .runs import environment_info, write_json_atomic
-from .splits import get_split
-from .train import TrainConfig, fit, predict
+from molft_utils.core.records import environment_info, write_json_atomic
+from molft_utils.data.loading import load_lipophilicity
+from molft_utils.data.splits import get_split
+from molft_utils.methods.baselines import random_forest_baseline
+from molft_utils.models.backbone import DEFAULT_BACKBONE, RegressionModel, load_backbone, random_init_like
+from molft_utils.pretraining.pretrain import write_model_card
+from molft_utils.training.metrics import aggregate, regression_metrics
+from molft_utils.training.train import TrainConfig, fit, predict
 
 __all__ = ["run_quality_gate"]
 
@@ -88,11 +88,11 @@ def run_quality_gate(
     record = {
         "description": (
             f"Lipophilicity, random 80/10/10 split (data/splits), seeds {list(seeds)}; fine-tuning with "
-            f"`molft_utils.train.fit` ({config.epochs} epochs max, early stopping on validation RMSE, "
+            f"`molft_utils.training.train.fit` ({config.epochs} epochs max, early stopping on validation RMSE, "
             f"lr backbone {config.lr_backbone}, lr head {config.lr_head}, batch {config.batch_size}); "
             "test metrics, mean ± sample std over seeds."
         ),
-        "source": "`python -m molft_utils.quality_gate`; per-run rows in quality_gate.json",
+        "source": "`python -m molft_utils.pretraining.quality_gate`; per-run rows in quality_gate.json",
         "train_config": asdict(config),
         "methods": {m: aggregate(v) for m, v in per_method.items()},
         "runs": runs,

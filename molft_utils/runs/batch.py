@@ -2,9 +2,9 @@
 
 ::
 
-    python -m molft_utils.batch                       # every notebook, seeds 0 1 2, then the report
-    python -m molft_utils.batch --notebooks notebooks/01_finetune_and_mlm.ipynb --seeds 0 -p epochs=5
-    python -m molft_utils.batch --smoke --out /tmp/smoke-reports
+    python -m molft_utils.runs.batch                       # every notebook, seeds 0 1 2, then the report
+    python -m molft_utils.runs.batch --notebooks notebooks/01_finetune_and_mlm.ipynb --seeds 0 -p epochs=5
+    python -m molft_utils.runs.batch --smoke --out /tmp/smoke-reports
 
 Each (notebook, seed) run is executed into ``<out>/<notebook>/seed=<s>/<notebook>.ipynb`` (with an
 ``<override-tag>/`` level when ``-p`` overrides are given), with the papermill parameters ``seed``,
@@ -49,7 +49,7 @@ from pathlib import Path
 
 import nbformat
 
-from .runs import REPO_ROOT, config_hash, write_json_atomic
+from molft_utils.core.records import REPO_ROOT, config_hash, write_json_atomic
 
 __all__ = [
     "RunOutcome",
@@ -70,9 +70,10 @@ NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 REPORT_DIR = REPO_ROOT / "reports"
 BATCH_FILE = "batch.json"
 IDENTITY_DIR = ".identity"
-PACKAGE_DIR = Path(__file__).resolve().parent
-#: Modules that only orchestrate runs (never imported by a notebook); they do not count in :func:`code_hash`.
-ORCHESTRATION_MODULES = ("batch.py", "cache_jobs.py")
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+#: Modules that only orchestrate runs (never imported by a notebook), as paths relative to :data:`PACKAGE_DIR`;
+#: they do not count in :func:`code_hash`.
+ORCHESTRATION_MODULES = ("runs/batch.py", "runs/cache_jobs.py")
 
 
 def discover_notebooks(directory: Path = NOTEBOOK_DIR) -> list[Path]:
@@ -88,15 +89,17 @@ def notebook_source_hash(path: Path) -> str:
 
 
 def code_hash(package: Path | None = None) -> str:
-    """Hash of the package's source files (``*.py`` except :data:`ORCHESTRATION_MODULES`), by name and content.
+    """Hash of the package's source files (``**/*.py`` except :data:`ORCHESTRATION_MODULES`), by path and content.
 
-    ``package`` defaults to :data:`PACKAGE_DIR` (this ``molft_utils``).
+    ``package`` defaults to :data:`PACKAGE_DIR` (this ``molft_utils``, all its subpackages).
     """
     digest = hashlib.sha256()
-    for path in sorted(Path(package or PACKAGE_DIR).glob("*.py")):
-        if path.name in ORCHESTRATION_MODULES:
+    root = Path(package or PACKAGE_DIR)
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        if rel in ORCHESTRATION_MODULES or "__pycache__" in path.parts:
             continue
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+        digest.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
 
 
@@ -439,7 +442,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not a.no_log:
         _write_log(out, outcomes, wall)
     if not a.no_report:
-        from .report import build_report
+        from molft_utils.runs.report import build_report
 
         build_report(out)
     failed = [o for o in outcomes if o.status == "failed"]

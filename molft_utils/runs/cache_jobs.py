@@ -2,17 +2,17 @@
 
 ::
 
-    python -m molft_utils.cache_jobs mlm --seed 0 --split random --marker m.json
-    python -m molft_utils.cache_jobs finetuned --init mlm --seed 0 --split random --marker f.json
-    python -m molft_utils.cache_jobs finetuned --init pretrained --seed 0 --split scaffold --smoke -p model=ibm/...
+    python -m molft_utils.runs.cache_jobs mlm --seed 0 --split random --marker m.json
+    python -m molft_utils.runs.cache_jobs finetuned --init mlm --seed 0 --split random --marker f.json
+    python -m molft_utils.runs.cache_jobs finetuned --init pretrained --seed 0 --split scaffold --smoke -p model=ibm/...
 
 Each command builds (or finds) one entry of the model cache (``$MOLFT_CACHE`` or ``<repo>/cache``) with
-exactly the calls and the recipe (:func:`molft_utils.pipeline.recipe_configs`) that the notebooks make,
+exactly the calls and the recipe (:func:`molft_utils.runs.finetune.recipe_configs`) that the notebooks make,
 so a notebook that runs afterwards gets a cache hit. ``--marker`` writes a small JSON file (entry path,
 cache key, hit or build, seconds) that the Snakemake workflow uses as the job's output.
 
 ``-p KEY=VALUE`` takes the run's notebook parameters: ``model`` selects the backbone and every
-parameter that :func:`molft_utils.pipeline.load_task` accepts (other than ``split``, ``seed`` and
+parameter that :func:`molft_utils.runs.finetune.load_task` accepts (other than ``split``, ``seed`` and
 ``smoke``) is passed to it, e.g. a dataset choice; the others do not change these models and are ignored.
 """
 
@@ -26,8 +26,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .batch import parse_override
-from .runs import write_json_atomic
+from molft_utils.runs.batch import parse_override
+from molft_utils.core.records import write_json_atomic
 
 __all__ = ["KINDS", "build", "main", "relevant_options", "task_option_names"]
 
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 #: The cache entries a job can build: ``mlm`` (domain-adapted backbone) and the three fine-tunes.
 KINDS = ("mlm", "finetuned-random", "finetuned-pretrained", "finetuned-mlm")
-_PIPELINE = Path(__file__).resolve().parent / "pipeline.py"
+_PIPELINE = Path(__file__).resolve().parent / "finetune.py"
 _FIXED = ("split", "seed", "smoke")
 
 
@@ -69,8 +69,8 @@ def build(kind: str, seed: int, split: str, smoke: bool, options: dict | None = 
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    from . import pipeline
-    from .runs import ModelCache
+    from molft_utils.runs import finetune as pipeline
+    from molft_utils.core.records import ModelCache
 
     options = relevant_options(dict(options or {}))
     model = options.pop("model", None)

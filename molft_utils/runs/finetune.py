@@ -1,16 +1,16 @@
 """The shared experiment pipeline: task data, and cached fine-tuned / MLM-adapted models.
 
 Every notebook starts from the same few artefacts, so they are built once and reused through
-:class:`~molft_utils.runs.ModelCache`, keyed by everything that determines them (data checksum,
+:class:`~molft_utils.core.records.ModelCache`, keyed by everything that determines them (data checksum,
 split, backbone weights, hyper-parameters, seed, code version):
 
 * :func:`load_task` — a data set (Lipophilicity by default, or any registered name / SMILES + label CSV,
-  see :mod:`molft_utils.datasets`) with its saved split, and the external pool (or, for a data set without
+  see :mod:`molft_utils.data.datasets`) with its saved split, and the external pool (or, for a data set without
   one, a seeded held-out part of the training split) with the molecules that overlap validation or test
   removed (the overlap report is returned for display);
 * :func:`mlm_adapted_backbone` — the backbone after domain-adaptive MLM on the training SMILES plus the
   pool's SMILES (no labels; never validation or test SMILES);
-* :func:`finetuned_model` — a :class:`~molft_utils.models.RegressionModel` fine-tuned with the
+* :func:`finetuned_model` — a :class:`~molft_utils.models.backbone.RegressionModel` fine-tuned with the
   notebook-01 recipe from random initialisation, the pretrained or the MLM-adapted backbone.
 
 Smoke mode (``MOLFT_SMOKE=1``, used by the tests and CI) shrinks every part of the data so that each
@@ -31,13 +31,14 @@ import pandas as pd
 import torch
 from transformers import AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from . import verdicts
-from .corpus import sha256
-from .data import md5
-from .datasets import DEFAULT_DATASET, DatasetSpec, get_dataset, is_registered_default
-from .metrics import regression_metrics
-from .mlm import MLMConfig, MLMHistory, train_mlm
-from .models import (
+from molft_utils.core.settings import get_settings
+from molft_utils.runs import verdicts
+from molft_utils.pretraining.corpus import sha256
+from molft_utils.data.loading import md5
+from molft_utils.data.datasets import DEFAULT_DATASET, DatasetSpec, get_dataset, is_registered_default
+from molft_utils.training.metrics import regression_metrics
+from molft_utils.training.mlm import MLMConfig, MLMHistory, train_mlm
+from molft_utils.models.backbone import (
     DEFAULT_BACKBONE,
     MOLFORMER_ID,
     MOLFORMER_REVISION,
@@ -45,9 +46,9 @@ from .models import (
     load_backbone,
     random_init_like,
 )
-from .runs import ModelCache, to_jsonable
-from .splits import Split, get_split, leakage_report, locate_split, remove_overlap
-from .train import FitResult, TargetScaler, TrainConfig, fit, predict
+from molft_utils.core.records import ModelCache, to_jsonable
+from molft_utils.data.splits import Split, get_split, leakage_report, locate_split, remove_overlap
+from molft_utils.training.train import FitResult, TargetScaler, TrainConfig, fit, predict
 
 __all__ = [
     "POOL_FRACTION",
@@ -119,7 +120,7 @@ def resolve_smoke(smoke: bool | None) -> bool:
     """``smoke`` if given, else the environment variable ``MOLFT_SMOKE`` (``1``/``true``/``yes``)."""
     if smoke is not None:
         return bool(smoke)
-    return os.environ.get("MOLFT_SMOKE", "").strip().lower() in ("1", "true", "yes")
+    return get_settings().smoke
 
 
 @dataclass
@@ -259,8 +260,8 @@ def load_task(
         Keep only the first :data:`SMOKE_SIZES` molecules of every part.
     dataset, smiles_col, label_col, label_name, label_unit
         A registered name or a CSV path, with optional column / label overrides
-        (:func:`molft_utils.datasets.get_dataset`). The file is validated by
-        :func:`molft_utils.data.load_dataset` before anything else happens.
+        (:func:`molft_utils.data.datasets.get_dataset`). The file is validated by
+        :func:`molft_utils.data.loading.load_dataset` before anything else happens.
 
     Notes
     -----
@@ -269,7 +270,7 @@ def load_task(
     A data set without an external pool gets a pool of :data:`POOL_FRACTION` of the training split, drawn
     with ``seed``; those rows leave the training part.
     """
-    from .runs import ModelCache
+    from molft_utils.core.records import ModelCache
 
     spec = get_dataset(dataset, smiles_col, label_col, label_name, label_unit)
     df = spec.load()
@@ -329,7 +330,7 @@ def mlm_adapted_backbone(
     """Domain-adaptive MLM on the task's training SMILES plus the pool's SMILES, cached.
 
     The held-out MLM loss is measured on the validation SMILES (monitoring only; they are never
-    trained on). Returns the cache folder (loadable with :func:`molft_utils.models.load_backbone`)
+    trained on). Returns the cache folder (loadable with :func:`molft_utils.models.backbone.load_backbone`)
     and the MLM history.
     """
     cfg = config or MLMConfig()
@@ -393,7 +394,7 @@ def finetuned_model(
     train_config, mlm_config
         Hyper-parameters; ``mlm_config`` only matters for ``init="mlm"``.
     cache
-        Defaults to :class:`~molft_utils.runs.ModelCache` (``$MOLFT_CACHE`` or ``<repo>/cache``).
+        Defaults to :class:`~molft_utils.core.records.ModelCache` (``$MOLFT_CACHE`` or ``<repo>/cache``).
 
     Returns
     -------
@@ -450,7 +451,7 @@ def finetuned_model(
 
 
 def evaluate(artefact: FinetuneArtefact, frame: pd.DataFrame) -> tuple[np.ndarray, dict[str, float]]:
-    """Predictions (label units) and :func:`~molft_utils.metrics.regression_metrics` on ``frame``."""
+    """Predictions (label units) and :func:`~molft_utils.training.metrics.regression_metrics` on ``frame``."""
     pred = predict(artefact.model, artefact.tokenizer, list(frame.smiles), artefact.scaler)
     return pred, regression_metrics(frame.label.to_numpy(), pred)
 
@@ -461,10 +462,10 @@ def convergence(
     window: int = verdicts.CONVERGENCE_WINDOW,
     threshold: float = verdicts.CONVERGENCE_THRESHOLD,
 ) -> dict[str, float | int | bool | str | None]:
-    """How settled a fine-tuning run was when it ended (see :func:`molft_utils.verdicts.convergence`).
+    """How settled a fine-tuning run was when it ended (see :func:`molft_utils.runs.verdicts.convergence`).
 
     Returns ``epochs_run``, ``best_epoch``, ``patience``, ``stopped_early`` (validation did not improve in the
-    last ``patience`` epochs, which is when :func:`~molft_utils.train.fit` stops), ``last_window_gain``
+    last ``patience`` epochs, which is when :func:`~molft_utils.training.train.fit` stops), ``last_window_gain``
     (relative improvement of the best validation RMSE of the last ``window`` epochs over the best before them;
     NaN for ≤ ``window`` epochs), ``window``, ``threshold``, ``converged`` (stopped early, or gain below
     ``threshold``) and ``reason``.

@@ -2,21 +2,21 @@
 
 The method is that of Koh & Liang (2017, "Understanding black-box predictions via influence functions",
 ICML): the influence of adding a candidate ``z`` on the loss of a target set is
-``score(z) = ∇L_targetᵀ (H + λI)⁻¹ ∇L(z)`` (positive = helpful, see :mod:`molft_utils.influence` for the
+``score(z) = ∇L_targetᵀ (H + λI)⁻¹ ∇L(z)`` (positive = helpful, see :mod:`molft_utils.methods.influence` for the
 sign convention), with ``(H + λI)⁻¹ v`` estimated by LiSSA (Agarwal, Bullins & Hazan 2017, JMLR) and
 checked against conjugate gradients. The protocol (score an external pool, add the top-k helpful, the top-k
 harmful or k random molecules to the training set, retrain, compare test metrics) follows the influence-based
 data selection study that notebook 02 reproduces; unlike that study, the target gradient is taken on the
 **validation** split so that the test split stays unseen until the final evaluation.
 
-What this module adds on top of :mod:`molft_utils.influence`:
+What this module adds on top of :mod:`molft_utils.methods.influence`:
 
 * :func:`head_influence` — influence over the regression **head** of a fine-tuned model. With the backbone
   frozen, the model is ``head(features)``, so the mean-pooled features are computed once and every
   Hessian-vector product is a cheap pass over a (n, h) matrix instead of a transformer forward pass. The
   damping is chosen from the extreme Hessian eigenvalues (Lanczos), both LiSSA and CG are run, and their
   agreement is reported. (:func:`head_problem` is mathematically identical to
-  :func:`molft_utils.influence.regression_loss_fn` with ``subset="head"``; the tests check it.)
+  :func:`molft_utils.methods.influence.regression_loss_fn` with ``subset="head"``; the tests check it.)
 * :func:`cached_head_influence` — :func:`head_influence` through the run cache (kind ``"influence_scores"``),
   keyed by the fine-tuned model's cache entry, checksums of the train / target / pool frames and the solver
   settings (:func:`influence_cache_key`). Notebook 02 computes the scores with it and notebook 03 calls it with
@@ -49,14 +49,17 @@ from scipy.stats import spearmanr
 from torch.func import functional_call
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from . import influence as inf
-from .models import RegressionModel, load_backbone
-from .pipeline import FinetuneArtefact
-from .runs import ModelCache, to_jsonable
-from .train import FitResult, TargetScaler, TrainConfig, fit
+from molft_utils.methods import influence as inf
+from molft_utils.models.backbone import RegressionModel, load_backbone
+from molft_utils.data.loading import frame_sha256
+from molft_utils.methods.selection import embed_smiles
+from molft_utils.runs.finetune import FinetuneArtefact
+from molft_utils.core.records import ModelCache, to_jsonable
+from molft_utils.training.train import FitResult, TargetScaler, TrainConfig, fit
 
 __all__ = [
     "INFLUENCE_CODE_VERSION",
+    "SOLVER_DEFAULTS",
     "HeadInfluence",
     "HeadProblem",
     "cached_head_influence",
@@ -85,8 +88,6 @@ def head_features(
     model: RegressionModel, tokenizer: PreTrainedTokenizerBase, smiles: Sequence[str], batch_size: int = 128
 ) -> torch.Tensor:
     """Mean-pooled backbone features (n, h), float32, eval mode, no autocast (the model's mode is restored)."""
-    from .selection import embed_smiles  # selection imports this module
-
     with torch.autocast(device_type=next(model.parameters()).device.type, enabled=False):
         return torch.from_numpy(embed_smiles(model, tokenizer, smiles, batch_size))
 
@@ -184,6 +185,19 @@ class HeadInfluence:
         }
 
 
+#: The one set of solver defaults of the lessons' influence scores: :func:`head_influence`,
+#: :func:`cached_head_influence` (the entry point the notebooks use) and :func:`influence_settings` all take
+#: their defaults from here, and :func:`influence_cache_key` keys on them.
+SOLVER_DEFAULTS: dict[str, float | int | None] = {
+    "damping_fraction": 0.01,
+    "lissa_depth": 1000,
+    "lissa_tol": 1e-6,
+    "cg_tol": 1e-8,
+    "cg_max_iter": 500,
+    "eig_tol": 1e-2,
+}
+
+
 def head_influence(
     model: RegressionModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -194,13 +208,13 @@ def head_influence(
     pool_smiles: Sequence[str],
     pool_y: Sequence[float],
     scaler: TargetScaler | None = None,
-    damping_fraction: float = 0.01,
-    lissa_depth: int = 2000,
-    lissa_tol: float | None = 1e-6,
-    cg_tol: float = 1e-8,
-    cg_max_iter: int = 500,
+    damping_fraction: float = SOLVER_DEFAULTS["damping_fraction"],
+    lissa_depth: int = SOLVER_DEFAULTS["lissa_depth"],
+    lissa_tol: float | None = SOLVER_DEFAULTS["lissa_tol"],
+    cg_tol: float = SOLVER_DEFAULTS["cg_tol"],
+    cg_max_iter: int = SOLVER_DEFAULTS["cg_max_iter"],
     batch_size: int = 1024,
-    eig_tol: float = 1e-2,
+    eig_tol: float = SOLVER_DEFAULTS["eig_tol"],
     progress: bool = False,
 ) -> HeadInfluence:
     """Score ``pool`` by its influence on the mean target loss, over the head of a fine-tuned model.
@@ -265,25 +279,11 @@ def head_influence(
 #: Bump when what :func:`cached_head_influence` stores, or how :func:`head_influence` computes it, changes.
 INFLUENCE_CODE_VERSION = "2"
 
-#: Solver settings of :func:`head_influence` that :func:`cached_head_influence` exposes (and keys on).
-_SOLVER_DEFAULTS: dict[str, float | int | None] = {
-    "damping_fraction": 0.01,
-    "lissa_depth": 1000,
-    "lissa_tol": 1e-6,
-    "cg_tol": 1e-8,
-    "cg_max_iter": 500,
-    "eig_tol": 1e-2,
-}
-
-
-def frame_sha256(frame: pd.DataFrame, columns: Sequence[str] = ("smiles", "label")) -> str:
-    """sha256 of the given columns of ``frame``, row by row (identifies a data part in cache keys)."""
-    text = "\n".join("\t".join(repr(v) for v in row) for row in frame[list(columns)].itertuples(index=False))
-    return hashlib.sha256(text.encode()).hexdigest()
-
 
 def influence_settings(
-    smoke: bool = False, damping_fraction: float = 0.01, lissa_depth: int = 1000
+    smoke: bool = False,
+    damping_fraction: float = SOLVER_DEFAULTS["damping_fraction"],
+    lissa_depth: int = SOLVER_DEFAULTS["lissa_depth"],
 ) -> dict[str, float | int | None]:
     """The solver settings of the lessons' influence scores (one place, so notebooks 02 and 03 agree).
 
@@ -296,7 +296,7 @@ def influence_settings(
     dict
         Keyword arguments for :func:`cached_head_influence`.
     """
-    return _SOLVER_DEFAULTS | {
+    return SOLVER_DEFAULTS | {
         "damping_fraction": float(damping_fraction),
         "lissa_depth": int(min(lissa_depth, 200) if smoke else lissa_depth),
     }
@@ -311,9 +311,9 @@ def influence_cache_key(
     which already hashes its task, backbone and recipe (and hence its target scaler). ``settings`` are those of
     :func:`influence_settings`; missing ones take their defaults, unknown ones raise :class:`TypeError`.
     """
-    unknown = set(settings) - set(_SOLVER_DEFAULTS)
+    unknown = set(settings) - set(SOLVER_DEFAULTS)
     if unknown:
-        raise TypeError(f"unknown influence settings {sorted(unknown)}; known: {sorted(_SOLVER_DEFAULTS)}")
+        raise TypeError(f"unknown influence settings {sorted(unknown)}; known: {sorted(SOLVER_DEFAULTS)}")
     return {
         "code_version": INFLUENCE_CODE_VERSION,
         "method": "head_influence",
@@ -321,7 +321,7 @@ def influence_cache_key(
         "train_sha256": frame_sha256(train),
         "target_sha256": frame_sha256(target),
         "pool_sha256": frame_sha256(pool),
-        "solver": _SOLVER_DEFAULTS | settings,
+        "solver": SOLVER_DEFAULTS | settings,
     }
 
 
@@ -338,12 +338,12 @@ def cached_head_influence(
     cache: ModelCache | None = None,
     *,
     model_entry: str | None = None,
-    damping_fraction: float = 0.01,
-    lissa_depth: int = 1000,
-    lissa_tol: float | None = 1e-6,
-    cg_tol: float = 1e-8,
-    cg_max_iter: int = 500,
-    eig_tol: float = 1e-2,
+    damping_fraction: float = SOLVER_DEFAULTS["damping_fraction"],
+    lissa_depth: int = SOLVER_DEFAULTS["lissa_depth"],
+    lissa_tol: float | None = SOLVER_DEFAULTS["lissa_tol"],
+    cg_tol: float = SOLVER_DEFAULTS["cg_tol"],
+    cg_max_iter: int = SOLVER_DEFAULTS["cg_max_iter"],
+    eig_tol: float = SOLVER_DEFAULTS["eig_tol"],
     progress: bool = False,
 ) -> HeadInfluence:
     """:func:`head_influence` of ``pool`` on the mean ``target`` loss, computed once and cached.
@@ -356,11 +356,11 @@ def cached_head_influence(
     ----------
     artefact
         The fine-tuned model (``model``, ``tokenizer``, ``scaler``; ``path.name`` is its cache entry), e.g. from
-        :func:`molft_utils.pipeline.finetuned_model`.
+        :func:`molft_utils.runs.finetune.finetuned_model`.
     train, target, pool
         Frames with ``smiles`` and ``label``: the Hessian's training set, the target set and the candidates.
     cache
-        Defaults to :class:`~molft_utils.runs.ModelCache`.
+        Defaults to :class:`~molft_utils.core.records.ModelCache`.
     model_entry
         Overrides ``artefact.path.name`` in the key (for models that are not cache entries).
     damping_fraction, lissa_depth, lissa_tol, cg_tol, cg_max_iter, eig_tol
@@ -632,7 +632,7 @@ def retrain_with_additions(
     """Fine-tune a fresh head on ``backbone_path`` (e.g. the MLM-adapted backbone) with train + additions.
 
     Every retrain starts from the same backbone weights and the same head initialisation
-    (``torch.manual_seed(config.seed)``, as in :func:`molft_utils.pipeline.finetuned_model`), so runs that differ
+    (``torch.manual_seed(config.seed)``, as in :func:`molft_utils.runs.finetune.finetuned_model`), so runs that differ
     only in their added rows are paired; it early-stops on ``valid`` and is cached (kind ``"influence_retrain"``,
     the name kept from notebook 02 so that existing entries stay valid) by backbone folder, data and
     configuration. Notebook 02 (top-k helpful / harmful / random) and notebook 03 (selection strategies) both
@@ -641,13 +641,13 @@ def retrain_with_additions(
     Parameters
     ----------
     backbone_path
-        Folder loadable by :func:`molft_utils.models.load_backbone`.
+        Folder loadable by :func:`molft_utils.models.backbone.load_backbone`.
     train, additions, valid
         Frames with ``smiles`` and ``label`` (additions use their own — external — labels).
     config
         Fine-tuning configuration.
     cache
-        Defaults to :class:`~molft_utils.runs.ModelCache`.
+        Defaults to :class:`~molft_utils.core.records.ModelCache`.
     key_extra
         Anything else that identifies the run (stored in the key).
 

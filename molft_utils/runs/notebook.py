@@ -20,9 +20,10 @@ from pathlib import Path
 import nbformat
 import torch
 
-from .device import autocast_dtype, get_device, seed_everything
-from .pipeline import resolve_smoke
-from .runs import REPO_ROOT
+from molft_utils.core.settings import get_settings
+from molft_utils.core.device import autocast_dtype, get_device, seed_everything
+from molft_utils.runs.finetune import resolve_smoke
+from molft_utils.core.records import REPO_ROOT
 
 __all__ = ["NotebookContext", "setup"]
 
@@ -121,9 +122,8 @@ def setup(
     smoke = resolve_smoke(smoke)
     seed_everything(seed)
     _quiet_libraries()
-    env_threads = os.environ.get("MOLFT_NUM_THREADS")
-    if threads is None and env_threads:
-        threads = int(env_threads)
+    if threads is None:
+        threads = get_settings().num_threads
     if threads:
         torch.set_num_threads(threads)
     if out_dir is None:

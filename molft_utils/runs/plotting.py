@@ -1,6 +1,6 @@
 """Figures shared by the notebooks (matplotlib + seaborn), each returning a ``Figure``.
 
-The notebooks caption and save them with :meth:`molft_utils.notebook.NotebookContext.figure`.
+The notebooks caption and save them with :meth:`molft_utils.runs.notebook.NotebookContext.figure`.
 """
 
 from __future__ import annotations

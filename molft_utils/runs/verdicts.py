@@ -12,8 +12,8 @@ interval by Student's t (``mean ± t(0.975, n−1) · sd / √n``), how many see
   about the budget than about the methods;
 * ``not decided (n=1)``: fewer than two seeds, so there is no interval.
 
-Convergence of one training run (:func:`convergence`): it *converged* when validation stopped improving for
-``patience`` evaluations at the end (the early-stopping rule of :func:`molft_utils.train.fit`), or when the
+Convergence of one training run (:func:`convergence`, from :mod:`molft_utils.training.convergence`): it *converged* when validation stopped improving for
+``patience`` evaluations at the end (the early-stopping rule of :func:`molft_utils.training.train.fit`), or when the
 best validation RMSE of the last ``window`` evaluations improved on the best before them by less than
 :data:`CONVERGENCE_THRESHOLD` (relative). A run shorter than ``window + 1`` evaluations that did not stop early
 is *not converged*: it is too short to show a plateau.
@@ -31,6 +31,15 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from molft_utils.training.convergence import (
+    CONVERGENCE_THRESHOLD,
+    CONVERGENCE_WINDOW,
+    combine_convergence,
+    convergence,
+    convergence_label,
+    fit_convergence,
+)
+
 __all__ = [
     "CONVERGENCE_THRESHOLD",
     "CONVERGENCE_WINDOW",
@@ -40,7 +49,6 @@ __all__ = [
     "compare",
     "convergence",
     "convergence_label",
-    "findings_for",
     "fit_convergence",
     "interval",
     "theory_checks",
@@ -49,110 +57,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Relative last-window gain below which a run that did not stop early counts as converged.
-CONVERGENCE_THRESHOLD = 0.01
-#: Evaluations in the last window of :func:`convergence`.
-CONVERGENCE_WINDOW = 5
 #: Metrics for which a lower value is better; every other metric (R², Pearson, Spearman) is higher-is-better.
 LOWER_IS_BETTER = frozenset({"rmse", "mae", "mse"})
 
 BETTER, WORSE, SAME = "better", "worse", "not distinguishable"
 UNCONVERGED, SINGLE = "not decided (unconverged)", "not decided (n=1)"
-
-
-def convergence(
-    history: Sequence[Mapping],
-    patience: int | None = None,
-    window: int = CONVERGENCE_WINDOW,
-    threshold: float = CONVERGENCE_THRESHOLD,
-    key: str = "valid_rmse",
-) -> dict[str, float | int | bool | str | None]:
-    """How settled a training run was when it ended, from its validation history.
-
-    Parameters
-    ----------
-    history
-        One row per validation (epoch or evaluation step), in order, each holding ``key`` (lower is better).
-    patience
-        Early-stopping patience in evaluations; ``None`` when unknown (then ``stopped_early`` is ``False``).
-    window, threshold
-        The last-window rule: converged if the relative gain of the last ``window`` evaluations is below
-        ``threshold``.
-    key
-        The validation quantity in each row.
-
-    Returns
-    -------
-    dict
-        ``epochs_run`` (evaluations), ``best_epoch`` (1-based; 0 for an empty history), ``patience``,
-        ``stopped_early`` (the last ``patience`` evaluations did not improve on the best), ``last_window_gain``
-        (``(best before − best in window) / best before``; NaN when the history has ≤ ``window`` rows),
-        ``window``, ``threshold``, ``converged`` and ``reason`` (one line).
-    """
-    values = [float(r[key]) for r in history if r.get(key) is not None and np.isfinite(r[key])]
-    n = len(values)
-    best = int(np.argmin(values)) + 1 if values else 0
-    stopped = patience is not None and n > 0 and n - best >= patience
-    gain = float("nan")
-    if n > window:
-        before, last = min(values[:-window]), min(values[-window:])
-        gain = (before - last) / before if before else float("nan")
-    if n == 0:
-        converged, reason = False, "no validation history"
-    elif stopped:
-        converged, reason = True, f"stopped early: no improvement in the last {patience} of {n} evaluations"
-    elif np.isfinite(gain) and gain < threshold:
-        converged, reason = True, f"last-{window} gain {gain:.1%} < {threshold:.0%}"
-    elif np.isfinite(gain):
-        converged, reason = False, f"still improving: last-{window} gain {gain:.1%} ≥ {threshold:.0%}"
-    else:
-        converged, reason = False, f"{n} evaluations, best at {best}: too short to show a plateau"
-    return {
-        "epochs_run": n,
-        "best_epoch": best,
-        "patience": patience,
-        "stopped_early": bool(stopped),
-        "last_window_gain": gain,
-        "window": window,
-        "threshold": threshold,
-        "converged": bool(converged),
-        "reason": reason,
-    }
-
-
-def fit_convergence(fit_result: object) -> dict:
-    """:func:`convergence` of a :class:`~molft_utils.train.FitResult` (its history and configured patience)."""
-    config = getattr(fit_result, "config", {}) or {}
-    return convergence(getattr(fit_result, "history", []), patience=config.get("patience"))
-
-
-def combine_convergence(parts: Mapping[str, Mapping | None], note: str = "") -> dict:
-    """Convergence of a model built from other trained models (a soup, WiSE-FT, RoFt-Mol on Full FT).
-
-    It is converged only when every part is; ``None`` parts (not recorded) make it unknown
-    (``converged`` is ``None``).
-    """
-    flags = [None if p is None else p.get("converged") for p in parts.values()]
-    if any(f is False for f in flags):
-        conv: bool | None = False
-    elif any(f is None for f in flags):
-        conv = None
-    else:
-        conv = True
-    bad = [k for k, f in zip(parts, flags, strict=True) if f is not True]
-    reason = (note + "; " if note else "") + (
-        "all parts converged" if conv else "not converged or not recorded: " + ", ".join(bad)
-    )
-    return {"converged": conv, "reason": reason, "parts": {k: dict(v) if v else None for k, v in parts.items()}}
-
-
-def convergence_label(conv: Mapping | None) -> str:
-    """``converged`` / ``unconverged`` / ``not recorded`` / ``not iterative`` for one model's record."""
-    if conv is None or conv.get("converged", "missing") is None:
-        return "not recorded"
-    if conv.get("iterative") is False:
-        return "not iterative"
-    return "converged" if conv.get("converged") else "unconverged"
 
 
 def interval(diffs: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
@@ -334,77 +243,3 @@ def theory_checks(lesson: str, records: Sequence[Mapping]) -> list[str]:
                 "× seeds. Expectation: α below 1 with few labels (an over-fitted fine-tuned model)."
             )
     return lines
-
-
-def _lesson_dir(reports_dir: Path, lesson: str) -> Path | None:
-    for cand in sorted(reports_dir.glob(f"{lesson}*")):
-        if cand.is_dir():
-            return cand
-    return None
-
-
-def findings_for(lesson: str, result: Mapping | str | Path | None = None, reports_dir: str | Path | None = None) -> str:
-    """The findings a notebook's Discussion opens with, as markdown, displayed when run in Jupyter.
-
-    Parameters
-    ----------
-    lesson
-        Notebook stem, e.g. ``"01_finetune_and_mlm"`` (a prefix such as ``"01"`` works for ``reports_dir``).
-    result
-        This run's result record (a dict as written by :func:`molft_utils.runs.write_result`, or the path of
-        its ``result.json``); ``None`` skips the single-run part.
-    reports_dir
-        Directory of the batch results (default: the repository's ``reports/``); when it holds results for
-        ``lesson``, the verdicts across seeds are added.
-
-    Returns
-    -------
-    str
-        Markdown text (also shown with ``IPython.display`` when available).
-    """
-    from . import report  # local import: report imports this module
-
-    parts: list[str] = []
-    if result is not None:
-        rec = json.loads(Path(result).read_text()) if isinstance(result, str | Path) else dict(result)
-        rec.setdefault("seed", rec.get("config", {}).get("seed", 0))
-        rec.setdefault("notebook", lesson)
-        comps = report.lesson_comparisons([rec])
-        parts.append(f"**This run** (seed {rec['seed']}; one seed, so no interval):")
-        parts.append(report.comparison_markdown(comps) if comps else "no paired comparison recorded.")
-        checks = theory_checks(lesson, [rec])
-        if checks:
-            parts += ["", "Theory against this run:", *checks]
-    if reports_dir is None:
-        from .runs import REPO_ROOT
-
-        reports_dir = REPO_ROOT / "reports"
-    reports_dir = Path(reports_dir)
-    lesson_dir = _lesson_dir(reports_dir, lesson) if reports_dir.is_dir() else None
-    if lesson_dir is not None:
-        from .runs import load_results
-
-        recs = [r for r in load_results(lesson_dir) if "metrics" in r and "notebook" in r]
-        groups = report.group_records(recs)
-        if groups:
-            # the largest group (most seeds) is the batch configuration
-            recs = max(groups.values(), key=len)
-            comps = report.lesson_comparisons(recs)
-            seeds = sorted({r["seed"] for r in recs})
-            parts.append(f"\n**Across seeds** ({len(seeds)} seeds {seeds}, results in `{lesson_dir}`):")
-            parts.append(report.comparison_markdown(comps) if comps else "no paired comparison recorded.")
-            checks = theory_checks(lesson, recs)
-            if checks:
-                parts += ["", "Theory against these runs (direction from the 95 % t interval over seeds):", *checks]
-    else:
-        parts.append(f"\nNo aggregate results for {lesson} under `{reports_dir}` yet.")
-    text = "\n".join(parts)
-    try:  # pragma: no cover - display only
-        from IPython import get_ipython
-        from IPython.display import Markdown, display
-
-        if get_ipython() is not None:
-            display(Markdown(text))
-    except ImportError:  # pragma: no cover
-        pass
-    return text

@@ -27,7 +27,7 @@ into the source notebooks, so that staff can also run the real ``nbgrader genera
 markup become *solution* cells, ``check`` cells become *autograded test* cells (``points``, locked), markdown
 cells tagged ``answer`` become *manually graded answers* (the source holds the staff's model answer; students
 get ``YOUR ANSWER HERE``) and cells tagged ``locked`` become read-only. Existing ``grade_id`` and ``points``
-are kept, so annotating is idempotent: ``python -m molft_utils.student --annotate notebooks``.
+are kept, so annotating is idempotent: ``python -m molft_utils.teaching.student --annotate notebooks``.
 
 **Student release.** :func:`build_release` writes a self-contained folder: the student notebooks in
 ``notebooks/``, the ``molft_utils`` package, the vendored ``data/``, the setup files (``pyproject.toml``,
@@ -36,8 +36,8 @@ exercises read) - no solution notebooks, no executed reports, no staff answer ke
 
 Command line::
 
-    python -m molft_utils.student --src notebooks --out assignments      # the student release
-    python -m molft_utils.student --annotate notebooks                   # (re)write nbgrader metadata
+    python -m molft_utils.teaching.student --src notebooks --out assignments      # the student release
+    python -m molft_utils.teaching.student --annotate notebooks                   # (re)write nbgrader metadata
 """
 
 from __future__ import annotations
@@ -451,7 +451,7 @@ def build_release(src_dir: Path, out_dir: Path, repo_root: Path | None = None) -
     list[Path]
         The written notebooks and the README (see :func:`generate`).
     """
-    from .runs import REPO_ROOT
+    from molft_utils.core.records import REPO_ROOT
 
     root = Path(repo_root) if repo_root is not None else REPO_ROOT
     src_dir, out_dir = Path(src_dir), Path(out_dir)
@@ -490,7 +490,7 @@ def annotate_folder(src_dir: Path) -> list[Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point: ``python -m molft_utils.student --src notebooks --out assignments``."""
+    """Command-line entry point: ``python -m molft_utils.teaching.student --src notebooks --out assignments``."""
     parser = argparse.ArgumentParser(description="Generate student notebooks from solution notebooks.")
     parser.add_argument("--src", type=Path, default=Path("notebooks"), help="folder with NN_*.ipynb solutions")
     parser.add_argument("--out", type=Path, default=Path("assignments"), help="output folder (the release)")

@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .batching import bucketed_batches
-from .data import load_lipophilicity
-from .device import autocast, autocast_dtype, get_device, seed_everything
-from .models import RegressionModel, load_backbone
-from .runs import REPO_ROOT, environment_info, write_json_atomic
-from .train import _encode, _pad
+from molft_utils.core.device import autocast, autocast_dtype, get_device, seed_everything
+from molft_utils.core.records import REPO_ROOT, environment_info, write_json_atomic
+from molft_utils.data.loading import load_lipophilicity
+from molft_utils.models.backbone import RegressionModel, load_backbone
+from molft_utils.training.batching import bucketed_batches
+from molft_utils.training.train import _encode, _pad
 
 __all__ = ["measure_throughput", "run_benchmark"]
 

@@ -1,7 +1,7 @@
 """Masked-language-model training: pretraining the backbone and domain-adaptive MLM.
 
 One loop serves both uses: pretraining the embedded backbone on a million MOSES molecules
-(:mod:`molft_utils.pretrain`) and adapting a pretrained backbone to the SMILES of the task
+(:mod:`molft_utils.pretraining.pretrain`) and adapting a pretrained backbone to the SMILES of the task
 (notebook 01). Masking follows BERT and MoLFormer: 15 % of the tokens are selected; of those,
 80 % become ``<mask>``, 10 % a random token and 10 % stay as they are
 (``transformers.DataCollatorForLanguageModeling``). The loss is cross-entropy on the selected
@@ -23,9 +23,9 @@ import torch
 from transformers import DataCollatorForLanguageModeling, PreTrainedModel, PreTrainedTokenizerFast
 from transformers.optimization import get_cosine_schedule_with_warmup
 
-from .batching import bucketed_batches, sequential_batches
-from .device import autocast, autocast_dtype, get_device, grad_scaler, seed_everything
-from .progress import progress_bar
+from molft_utils.core.device import autocast, autocast_dtype, get_device, grad_scaler, seed_everything
+from molft_utils.core.progress import progress_bar
+from molft_utils.training.batching import bucketed_batches, sequential_batches
 
 __all__ = ["MLMConfig", "MLMHistory", "evaluate_mlm", "train_mlm"]
 
@@ -53,7 +53,7 @@ class MLMConfig:
     max_grad_norm
         Gradient clipping.
     mixed_precision
-        ``auto`` | ``bf16`` | ``fp16`` | ``no`` (see :func:`molft_utils.device.autocast_dtype`).
+        ``auto`` | ``bf16`` | ``fp16`` | ``no`` (see :func:`molft_utils.core.device.autocast_dtype`).
     seed
         Seeds batch order, masking and dropout.
     """
@@ -166,7 +166,7 @@ def train_mlm(
         training resumes from it when it exists (same data and config assumed; the step and the
         data order are restored).
     device
-        Defaults to :func:`molft_utils.device.get_device`.
+        Defaults to :func:`molft_utils.core.device.get_device`.
     progress
         Show a tqdm bar (``TQDM_DISABLE=1`` silences it).
 

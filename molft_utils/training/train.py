@@ -25,11 +25,11 @@ import torch
 from transformers import PreTrainedTokenizerBase
 from transformers.optimization import get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
 
-from .batching import bucketed_batches, sequential_batches
-from .device import autocast, autocast_dtype, get_device, grad_scaler, seed_everything
-from .metrics import regression_metrics
-from .models import RegressionModel
-from .progress import progress_bar
+from molft_utils.core.device import autocast, autocast_dtype, get_device, grad_scaler, seed_everything
+from molft_utils.core.progress import progress_bar
+from molft_utils.models.backbone import RegressionModel
+from molft_utils.training.batching import bucketed_batches, sequential_batches
+from molft_utils.training.metrics import regression_metrics
 
 __all__ = ["FitResult", "TargetScaler", "TrainConfig", "TrainHooks", "fit", "predict"]
 
