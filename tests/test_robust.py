@@ -412,3 +412,25 @@ def test_run_setting_all_methods_consistent(tokenizer):
     assert set(res.sweep_convergence["Feature-map"]) == {0.1, 1.0}
     with pytest.raises(ValueError):
         run_setting(backbone, tokenizer, part, part, part, cfg, ("Nope",), steps=2, eval_every=2)
+
+
+def test_a_new_robust_method_is_one_registration(tokenizer, monkeypatch):
+    from molft_utils.core.registry import Registry
+    from molft_utils.methods import robust
+
+    reg = Registry("trained robust method")
+    for name, entry in robust.TRAINED.items():
+        reg.register(name, entry)
+    monkeypatch.setattr(robust, "TRAINED", reg)
+    seen = []
+
+    def build(o):
+        seen.append(o.strength)
+        return TrainConfig(**{**o.config.__dict__, "lr_head": 0.02}), robust.linear_probe_hooks()
+
+    reg.register("Head-only 0.02", robust.TrainedMethod("partial", build, "delta"))
+    backbone = _model(tokenizer, layers=2).backbone
+    with pytest.raises(ValueError, match="needs a strength"):
+        robust.train_method("Head-only 0.02", backbone, tokenizer, SMILES, Y, SMILES, Y, QUICK, 2, 2)
+    _, res = robust.train_method("Head-only 0.02", backbone, tokenizer, SMILES, Y, SMILES, Y, QUICK, 2, 2, strength=3.0)
+    assert seen == [3.0] and res.config["lr_head"] == 0.02

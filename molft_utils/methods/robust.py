@@ -80,6 +80,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from molft_utils.core.device import autocast, autocast_dtype, get_device, seed_everything
 from molft_utils.core.progress import progress_bar
+from molft_utils.core.registry import Registry
 from molft_utils.models.backbone import RegressionModel, mean_pool
 from molft_utils.training.collate import collate, encode
 from molft_utils.training.convergence import combine_convergence, convergence, fit_convergence
@@ -89,10 +90,14 @@ from molft_utils.training.train import FitResult, TargetScaler, TrainConfig, Tra
 __all__ = [
     "COARSE_GROUPS",
     "MECHANISM",
+    "POST_HOC",
+    "MethodOptions",
     "POST_HOC_METHODS",
     "REGULARISED",
     "SettingResult",
+    "TRAINED",
     "TRAINED_METHODS",
+    "TrainedMethod",
     "fit_steps",
     "repeats_for_steps",
     "run_setting",
@@ -770,28 +775,6 @@ def label_subset(train_indices: Sequence[int] | np.ndarray, n: int | str | None,
 
 
 # ------------------------------------------------------------------------------- few-shot protocol
-#: Methods trained by gradient descent from the pretrained backbone (:func:`train_method`).
-TRAINED_METHODS = ("Full FT", "LP", "Surgical", "LP-FT", "Feature-map", "BSS", "L2-SP")
-#: Post-hoc weight-space methods built from fine-tuned models (:func:`run_setting`).
-POST_HOC_METHODS = ("WiSE-FT", "Uniform soup", "Greedy soup", "RoFt-Mol")
-#: Method → mechanism in RoFt-Mol's taxonomy ("reference" for full fine-tuning).
-MECHANISM = {
-    "Full FT": "reference",
-    "LP": "partial",
-    "Surgical": "partial",
-    "LP-FT": "partial",
-    "Feature-map": "representation",
-    "BSS": "representation",
-    "L2-SP": "weight",
-    "WiSE-FT": "weight",
-    "Uniform soup": "weight",
-    "Greedy soup": "weight",
-    "RoFt-Mol": "weight",
-}
-#: Methods whose strength is swept on validation (name → what the strength is).
-REGULARISED = {"Feature-map": "delta", "BSS": "delta", "L2-SP": "alpha"}
-
-
 def repeats_for_steps(n_train: int, steps: int, batch_size: int, eval_every: int) -> tuple[int, int]:
     """How to express a budget of optimisation steps as epochs of :func:`~molft_utils.training.train.fit`.
 
@@ -850,6 +833,92 @@ def fit_steps(
     return res
 
 
+@dataclass(frozen=True)
+class MethodOptions:
+    """What a trained method's :attr:`TrainedMethod.build` may read (the arguments of :func:`train_method`)."""
+
+    pretrained_backbone: PreTrainedModel
+    config: TrainConfig
+    strength: float | None
+    surgical_group: str
+    l2sp_beta: float
+    lp_lr_head: float | None
+
+
+@dataclass(frozen=True)
+class TrainedMethod:
+    """A method trained by gradient descent from the pretrained backbone.
+
+    Attributes
+    ----------
+    mechanism
+        Its mechanism in RoFt-Mol's taxonomy: ``"reference"``, ``"partial"``, ``"representation"``, ``"weight"``.
+    build
+        ``build(options) -> (train_config, hooks)`` for :func:`fit` (``hooks`` ``None`` for plain fine-tuning).
+    strength
+        What the strength swept on validation is (``"delta"``, ``"alpha"``), or ``None`` if nothing is swept.
+    """
+
+    mechanism: str
+    build: Callable[[MethodOptions], tuple[TrainConfig, TrainHooks | None]]
+    strength: str | None = None
+
+
+#: Trained methods by name; :func:`train_method` and :func:`run_setting` dispatch on it. A new method is one
+#: registration (plus its test)::
+#:
+#:     TRAINED.register("My-reg", TrainedMethod("weight", lambda o: (o.config, my_hooks(o.strength)), "alpha"))
+#:
+#: after which ``run_setting(..., methods=("Full FT", "My-reg"))`` trains, sweeps and reports it.
+TRAINED: Registry[TrainedMethod] = Registry("trained robust method")
+TRAINED.register("Full FT", TrainedMethod("reference", lambda o: (o.config, None)))
+TRAINED.register(
+    "LP",
+    TrainedMethod(
+        "partial",
+        lambda o: (
+            o.config if o.lp_lr_head is None else TrainConfig(**{**o.config.__dict__, "lr_head": o.lp_lr_head}),
+            linear_probe_hooks(),
+        ),
+    ),
+)
+TRAINED.register("Surgical", TrainedMethod("partial", lambda o: (o.config, surgical_hooks(o.surgical_group))))
+TRAINED.register("LP-FT", TrainedMethod("partial", lambda o: (o.config, None)))  # full FT from the probed model
+TRAINED.register(
+    "Feature-map",
+    TrainedMethod(
+        "representation", lambda o: (o.config, feature_map_hooks(o.pretrained_backbone, float(o.strength))), "delta"
+    ),
+)
+TRAINED.register(
+    "BSS", TrainedMethod("representation", lambda o: (o.config, bss_hooks(float(o.strength), k=1)), "delta")
+)
+TRAINED.register(
+    "L2-SP",
+    TrainedMethod(
+        "weight",
+        lambda o: (
+            TrainConfig(**{**o.config.__dict__, "weight_decay": 0.0}),  # AdamW's decoupled decay off
+            l2sp_hooks(snapshot_state(o.pretrained_backbone), float(o.strength), o.l2sp_beta),
+        ),
+        "alpha",
+    ),
+)
+
+#: Post-hoc weight-space methods built from fine-tuned models, name → mechanism (built in :func:`run_setting`).
+POST_HOC: Registry[str] = Registry("post-hoc robust method")
+for _name in ("WiSE-FT", "Uniform soup", "Greedy soup", "RoFt-Mol"):
+    POST_HOC.register(_name, "weight")
+
+#: The built-in names, in the lesson's order (views of the registries as they are at import).
+TRAINED_METHODS = TRAINED.names()
+POST_HOC_METHODS = POST_HOC.names()
+#: Method → mechanism in RoFt-Mol's taxonomy ("reference" for full fine-tuning).
+MECHANISM = {**{n: m.mechanism for n, m in TRAINED.items()}, **dict(POST_HOC.items())}
+#: Methods whose strength is swept on validation (name → what the strength is).
+REGULARISED = {n: m.strength for n, m in TRAINED.items() if m.strength is not None}
+
+
 def train_method(
     method: str,
     pretrained_backbone: PreTrainedModel,
@@ -888,9 +957,8 @@ def train_method(
     (model, fit_result)
         For LP-FT the result of the second stage.
     """
-    if method not in TRAINED_METHODS:
-        raise ValueError(f"method must be one of {TRAINED_METHODS}, got {method!r}")
-    if method in REGULARISED and strength is None:
+    spec = TRAINED[method]
+    if spec.strength is not None and strength is None:
         raise ValueError(f"{method} needs a strength")
     data = (tokenizer, train_smiles, train_y, valid_smiles, valid_y)
     if method == "LP-FT" and start is None:
@@ -901,20 +969,9 @@ def train_method(
     else:
         torch.manual_seed(config.seed)
         model = RegressionModel(copy.deepcopy(pretrained_backbone))
-    cfg, hooks = config, None
-    if method == "LP":
-        hooks = linear_probe_hooks()
-        if lp_lr_head is not None:
-            cfg = TrainConfig(**{**config.__dict__, "lr_head": lp_lr_head})
-    elif method == "Surgical":
-        hooks = surgical_hooks(surgical_group)
-    elif method == "Feature-map":
-        hooks = feature_map_hooks(pretrained_backbone, float(strength))
-    elif method == "BSS":
-        hooks = bss_hooks(float(strength), k=1)
-    elif method == "L2-SP":
-        hooks = l2sp_hooks(snapshot_state(pretrained_backbone), float(strength), l2sp_beta)
-        cfg = TrainConfig(**{**config.__dict__, "weight_decay": 0.0})
+    cfg, hooks = spec.build(
+        MethodOptions(pretrained_backbone, config, strength, surgical_group, l2sp_beta, lp_lr_head)
+    )
     res = fit_steps(model, *data, steps, eval_every, cfg, hooks, device, progress)
     return model, res
 
@@ -1029,7 +1086,7 @@ def run_setting(
     strengths
         Regularised method → strengths to sweep (one value: no sweep).
     """
-    unknown = set(methods) - set(TRAINED_METHODS) - set(POST_HOC_METHODS)
+    unknown = set(methods) - set(TRAINED) - set(POST_HOC)
     if unknown:
         raise ValueError(f"unknown methods {sorted(unknown)}")
     strengths = dict(strengths or {})
@@ -1057,7 +1114,7 @@ def run_setting(
         out.seconds[method] = out.seconds.get(method, 0.0) + time.perf_counter() - t0
         return model, res
 
-    needs_full = any(m in POST_HOC_METHODS for m in methods) or "Full FT" in methods
+    needs_full = any(m in POST_HOC for m in methods) or "Full FT" in methods
     if needs_full:
         if full_ft is not None:
             model, res = full_ft
@@ -1066,11 +1123,11 @@ def run_setting(
         out.histories["Full FT"] = res.history
         out.convergence["Full FT"] = fit_convergence(res)
         record("Full FT", model, res.scaler, res.best_valid_rmse)
-    for method in [m for m in TRAINED_METHODS if m in methods and m != "Full FT"]:
+    for method in [m for m in TRAINED if m in methods and m != "Full FT"]:
         if method == "LP-FT":
             start = models["LP"][0] if "LP" in models else None
             model, res = train("LP-FT", start=start)
-        elif method in REGULARISED:
+        elif TRAINED[method].strength is not None:
             values = list(strengths.get(method, ()))
             if not values:
                 raise ValueError(f"no strength given for {method}")
@@ -1087,7 +1144,7 @@ def run_setting(
         out.convergence[method] = fit_convergence(res)
         record(method, model, res.scaler, res.best_valid_rmse)
 
-    if not any(m in POST_HOC_METHODS for m in methods):
+    if not any(m in POST_HOC for m in methods):
         return out
     ft_model, ft_scaler = models["Full FT"]
     if "WiSE-FT" in methods:
@@ -1136,6 +1193,6 @@ def run_setting(
         )
         record("RoFt-Mol", roft.model, ft_scaler, roft.best_select_rmse)
         out.seconds["RoFt-Mol"] = time.perf_counter() - t0
-    order = [m for m in (*TRAINED_METHODS, *POST_HOC_METHODS) if m in out.test_metrics]
+    order = [m for m in (*TRAINED, *POST_HOC) if m in out.test_metrics]
     out.test_metrics = {m: out.test_metrics[m] for m in order}
     return out

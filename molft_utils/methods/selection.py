@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -68,6 +68,7 @@ from sklearn.cluster import KMeans
 from transformers import PreTrainedTokenizerBase
 
 from molft_utils.core.progress import progress_bar
+from molft_utils.core.registry import Registry
 from molft_utils.data.loading import frame_sha256
 from molft_utils.models.backbone import RegressionModel
 from molft_utils.training.batching import sequential_batches
@@ -385,14 +386,30 @@ def embed_smiles(
     return out
 
 
-#: Strategy name → (selector, name of the input it needs). Used by :func:`select`.
-SELECTORS: dict[str, tuple[Callable[..., np.ndarray], str]] = {
-    "random": (random_sample, "n_pool"),
-    "stratified": (stratified_sample, "labels"),
-    "kmeans": (kmeans_diversity_sample, "embeddings"),
-    "maxmin": (maxmin_sample, "smiles"),
-    "top": (top_n, "scores"),
-}
+class Selector(NamedTuple):
+    """A selection strategy: ``func(value, n[, seed=...], **options) -> positions`` and the input it reads.
+
+    ``needs`` is one of ``"n_pool"``, ``"labels"``, ``"embeddings"``, ``"smiles"``, ``"scores"`` (the keyword
+    arguments of :func:`select`); ``seeded`` says whether ``func`` takes ``seed``.
+    """
+
+    func: Callable[..., np.ndarray]
+    needs: str
+    seeded: bool = True
+
+
+#: Strategy name → :class:`Selector`; :func:`select` dispatches on it. A new strategy is one registration
+#: (plus its test)::
+#:
+#:     SELECTORS.register("my_strategy", Selector(my_sample, "embeddings"))
+#:
+#: after which ``select("my_strategy", n, embeddings=...)`` runs it and notebook 03 can list it.
+SELECTORS: Registry[Selector] = Registry("selection strategy")
+SELECTORS.register("random", Selector(random_sample, "n_pool"))
+SELECTORS.register("stratified", Selector(stratified_sample, "labels"))
+SELECTORS.register("kmeans", Selector(kmeans_diversity_sample, "embeddings"))
+SELECTORS.register("maxmin", Selector(maxmin_sample, "smiles"))
+SELECTORS.register("top", Selector(top_n, "scores", seeded=False))
 
 
 def select(
@@ -430,9 +447,7 @@ def select(
     np.ndarray
         Positions into the pool.
     """
-    if strategy not in SELECTORS:
-        raise ValueError(f"unknown selection strategy {strategy!r}; choose from {sorted(SELECTORS)}")
-    func, needs = SELECTORS[strategy]
+    func, needs, seeded = SELECTORS[strategy]
     given = {"labels": labels, "embeddings": embeddings, "smiles": smiles, "scores": scores}
     if needs == "n_pool" and n_pool is None:
         sizes = {len(v) for v in given.values() if v is not None}
@@ -443,9 +458,7 @@ def select(
     value = given[needs]
     if value is None:
         raise ValueError(f"strategy {strategy!r} needs {needs}=")
-    if strategy == "top":
-        return func(value, n, **options)
-    return func(value, n, seed=seed, **options)
+    return func(value, n, seed=seed, **options) if seeded else func(value, n, **options)
 
 
 # --------------------------------------------------------------------------------------------

@@ -26,8 +26,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from molft_utils.runs.batch import parse_override
 from molft_utils.core.records import write_json_atomic
+from molft_utils.runs.batch import parse_override
 
 __all__ = ["KINDS", "build", "main", "relevant_options", "task_option_names"]
 
@@ -69,8 +69,8 @@ def build(kind: str, seed: int, split: str, smoke: bool, options: dict | None = 
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    from molft_utils.runs import finetune as pipeline
     from molft_utils.core.records import ModelCache
+    from molft_utils.runs import finetune as pipeline
 
     options = relevant_options(dict(options or {}))
     model = options.pop("model", None)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -31,13 +30,11 @@ import pandas as pd
 import torch
 from transformers import AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from molft_utils.core.records import ModelCache, to_jsonable
 from molft_utils.core.settings import get_settings
-from molft_utils.runs import verdicts
-from molft_utils.pretraining.corpus import sha256
-from molft_utils.data.loading import md5
 from molft_utils.data.datasets import DEFAULT_DATASET, DatasetSpec, get_dataset, is_registered_default
-from molft_utils.training.metrics import regression_metrics
-from molft_utils.training.mlm import MLMConfig, MLMHistory, train_mlm
+from molft_utils.data.loading import md5
+from molft_utils.data.splits import Split, get_split, leakage_report, locate_split, remove_overlap
 from molft_utils.models.backbone import (
     DEFAULT_BACKBONE,
     MOLFORMER_ID,
@@ -46,8 +43,10 @@ from molft_utils.models.backbone import (
     load_backbone,
     random_init_like,
 )
-from molft_utils.core.records import ModelCache, to_jsonable
-from molft_utils.data.splits import Split, get_split, leakage_report, locate_split, remove_overlap
+from molft_utils.pretraining.corpus import sha256
+from molft_utils.runs import verdicts
+from molft_utils.training.metrics import regression_metrics
+from molft_utils.training.mlm import MLMConfig, MLMHistory, train_mlm
 from molft_utils.training.train import FitResult, TargetScaler, TrainConfig, fit, predict
 
 __all__ = [

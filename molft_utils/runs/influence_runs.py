@@ -49,12 +49,12 @@ from scipy.stats import spearmanr
 from torch.func import functional_call
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from molft_utils.methods import influence as inf
-from molft_utils.models.backbone import RegressionModel, load_backbone
-from molft_utils.data.loading import frame_sha256
-from molft_utils.methods.selection import embed_smiles
-from molft_utils.runs.finetune import FinetuneArtefact
 from molft_utils.core.records import ModelCache, to_jsonable
+from molft_utils.data.loading import frame_sha256
+from molft_utils.methods import influence as inf
+from molft_utils.methods.selection import embed_smiles
+from molft_utils.models.backbone import RegressionModel, load_backbone
+from molft_utils.runs.finetune import FinetuneArtefact
 from molft_utils.training.train import FitResult, TargetScaler, TrainConfig, fit
 
 __all__ = [

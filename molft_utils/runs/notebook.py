@@ -12,7 +12,6 @@ where the run writes its outputs and numbers the figures::
 from __future__ import annotations
 
 import logging
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,10 +19,10 @@ from pathlib import Path
 import nbformat
 import torch
 
-from molft_utils.core.settings import get_settings
 from molft_utils.core.device import autocast_dtype, get_device, seed_everything
-from molft_utils.runs.finetune import resolve_smoke
 from molft_utils.core.records import REPO_ROOT
+from molft_utils.core.settings import get_settings
+from molft_utils.runs.finetune import resolve_smoke
 
 __all__ = ["NotebookContext", "setup"]
 

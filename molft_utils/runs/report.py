@@ -38,9 +38,9 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 
+from molft_utils.core.records import config_hash, load_results
 from molft_utils.runs import verdicts as vd
 from molft_utils.training.metrics import format_mean_std
-from molft_utils.core.records import config_hash, load_results
 
 __all__ = [
     "LESSONS",

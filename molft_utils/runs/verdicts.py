@@ -12,7 +12,8 @@ interval by Student's t (``mean ± t(0.975, n−1) · sd / √n``), how many see
   about the budget than about the methods;
 * ``not decided (n=1)``: fewer than two seeds, so there is no interval.
 
-Convergence of one training run (:func:`convergence`, from :mod:`molft_utils.training.convergence`): it *converged* when validation stopped improving for
+Convergence of one training run (:func:`convergence`, from :mod:`molft_utils.training.convergence`): it
+*converged* when validation stopped improving for
 ``patience`` evaluations at the end (the early-stopping rule of :func:`molft_utils.training.train.fit`), or when the
 best validation RMSE of the last ``window`` evaluations improved on the best before them by less than
 :data:`CONVERGENCE_THRESHOLD` (relative). A run shorter than ``window + 1`` evaluations that did not stop early
@@ -21,12 +22,10 @@ is *not converged*: it is too short to show a plateau.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 from scipy import stats
