@@ -367,3 +367,32 @@ def test_inference_seconds(tokenizer):
     assert 0 < seconds < 10
     with pytest.raises(ValueError):
         inference_seconds(model, tokenizer, SMILES, repeats=0)
+
+
+def test_a_new_peft_method_is_one_registration(tokenizer, monkeypatch):
+    """The registry's docstring example: a head-only method, registered once, is set up by prepare()."""
+    from dataclasses import dataclass
+
+    from molft_utils.core.registry import Registry
+    from molft_utils.methods import peft_methods as pm
+
+    reg = Registry("fine-tuning method")
+    for name, entry in pm.PEFT_METHODS.items():
+        reg.register(name, entry)
+    monkeypatch.setattr(pm, "PEFT_METHODS", reg)
+
+    @dataclass
+    class HeadOnlySettings:
+        pass
+
+    def head_only(model, settings, hooks, total_steps):
+        hooks.trainable = pm._selector(lambda name: name.startswith("head."))
+        return []
+
+    reg.register("head-only", pm.PeftMethod(HeadOnlySettings, head_only))
+    setup = pm.prepare(RegressionModel(_tiny_roformer(tokenizer)), "head-only")
+    assert setup.n_trainable_backbone == 0 and setup.n_trainable > 0
+    assert isinstance(pm.default_settings("head-only"), HeadOnlySettings)
+    with pytest.raises(TypeError, match="head-only needs HeadOnlySettings"):
+        pm.prepare(RegressionModel(_tiny_roformer(tokenizer)), "head-only", LoraSettings())
+    assert pm.METHODS == ("full", "bitfit", "lora", "ia3", "adalora", "dora")

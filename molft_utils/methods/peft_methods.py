@@ -54,6 +54,7 @@ from peft import AdaLoraConfig, IA3Config, LoraConfig, PeftModel, get_peft_model
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from molft_utils.core.registry import Registry
 from molft_utils.models.backbone import RegressionModel
 from molft_utils.training.train import TargetScaler, TrainHooks, predict
 
@@ -66,7 +67,9 @@ __all__ = [
     "IA3Settings",
     "LoraSettings",
     "NoTargetModulesError",
+    "PEFT_METHODS",
     "PeakMemory",
+    "PeftMethod",
     "PeftSetup",
     "attention_targets",
     "default_settings",
@@ -85,8 +88,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: The fine-tuning methods :func:`prepare` knows.
-METHODS = ("full", "bitfit", "lora", "ia3", "adalora", "dora")
 
 _ATTENTION_ROLES = {"query": ("query", "q_proj"), "key": ("key", "k_proj"), "value": ("value", "v_proj")}
 
@@ -200,25 +201,9 @@ class IA3Settings:
 
 Settings = FullSettings | BitFitSettings | LoraSettings | DoraSettings | AdaLoraSettings | IA3Settings
 
-_SETTINGS: dict[str, type] = {
-    "full": FullSettings,
-    "bitfit": BitFitSettings,
-    "lora": LoraSettings,
-    "dora": DoraSettings,
-    "adalora": AdaLoraSettings,
-    "ia3": IA3Settings,
-}
-
-
 def default_settings(method: str) -> Settings:
     """The default settings dataclass of ``method``."""
-    _check_method(method)
-    return _SETTINGS[method]()
-
-
-def _check_method(method: str) -> None:
-    if method not in METHODS:
-        raise ValueError(f"unknown fine-tuning method {method!r}; choose one of {METHODS}")
+    return PEFT_METHODS[method].settings()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -424,6 +409,142 @@ def _adalora_orthogonal_penalty(backbone: PeftModel, adapter: str) -> torch.Tens
     return torch.stack(terms).mean()
 
 
+@dataclass(frozen=True)
+class PeftMethod:
+    """A fine-tuning method :func:`prepare` can set up.
+
+    Attributes
+    ----------
+    settings
+        Its settings dataclass (defaults: ``settings()``).
+    setup
+        ``setup(model, settings, hooks, total_steps) -> target module names``: wraps ``model.backbone`` if the
+        method needs it and fills ``hooks`` (at least ``hooks.trainable``); :func:`prepare` does the checks, the
+        parameter counts and ``requires_grad``.
+    accepts
+        The settings type it accepts (default ``settings``; DoRA takes any :class:`LoraSettings`).
+    """
+
+    settings: type
+    setup: Callable[[RegressionModel, Any, TrainHooks, int | None], list[str]]
+    accepts: type | None = None
+
+    def __post_init__(self) -> None:
+        if self.accepts is None:
+            object.__setattr__(self, "accepts", self.settings)
+
+
+#: Fine-tuning methods by name; :func:`prepare`, :func:`default_settings` and :data:`METHODS` read it. A new
+#: method is one registration (plus its test)::
+#:
+#:     @dataclass
+#:     class HeadOnlySettings:
+#:         pass
+#:
+#:     def _head_only(model, settings, hooks, total_steps):
+#:         hooks.trainable = _selector(lambda name: name.startswith("head."))
+#:         return []  # no target modules
+#:
+#:     PEFT_METHODS.register("head-only", PeftMethod(HeadOnlySettings, _head_only))
+PEFT_METHODS: Registry[PeftMethod] = Registry("fine-tuning method")
+_ADAPTER = "default"
+
+
+def _setup_full(model: RegressionModel, settings: FullSettings, hooks: TrainHooks, total_steps: int | None) -> list:
+    hooks.trainable = _selector(lambda name: True)
+    return []
+
+
+def _setup_bitfit(model: RegressionModel, settings: BitFitSettings, hooks: TrainHooks, total_steps: int | None) -> list:
+    is_bias = _is_bias(settings.include_layernorm)
+    hooks.trainable = _selector(lambda name: name.startswith("backbone.") and is_bias(name))
+    return []
+
+
+def _lora_setup(dora: bool) -> Callable[[RegressionModel, LoraSettings, TrainHooks, int | None], list[str]]:
+    def setup(model: RegressionModel, settings: LoraSettings, hooks: TrainHooks, total_steps: int | None) -> list:
+        targets = _lora_targets(model.backbone, settings)
+        config = LoraConfig(
+            r=settings.r,
+            lora_alpha=settings.alpha,
+            lora_dropout=settings.dropout,
+            target_modules=targets,
+            bias="none",
+            use_dora=dora,
+        )
+        model.backbone = get_peft_model(model.backbone, config, adapter_name=_ADAPTER)
+        kinds = ("lora_A", "lora_B") + (("lora_magnitude_vector",) if dora else ())
+        hooks.trainable = _selector(_is_adapter(_ADAPTER, kinds))
+        return targets
+
+    return setup
+
+
+def _setup_ia3(model: RegressionModel, settings: IA3Settings, hooks: TrainHooks, total_steps: int | None) -> list:
+    targets = attention_targets(model.backbone, settings.roles)
+    ff = feedforward_targets(model.backbone, settings.feedforward)
+    targets += ff
+    # for feed-forward modules IA3 rescales the input (the intermediate activation for the
+    # down-projection), for the others the output
+    config = IA3Config(target_modules=targets, feedforward_modules=ff)
+    model.backbone = get_peft_model(model.backbone, config, adapter_name=_ADAPTER)
+    hooks.trainable = _selector(_is_adapter(_ADAPTER, ("ia3_l",)))
+    return targets
+
+
+def _setup_adalora(
+    model: RegressionModel, settings: AdaLoraSettings, hooks: TrainHooks, total_steps: int | None
+) -> list[str]:
+    if not total_steps or total_steps <= 0:
+        raise ValueError("AdaLoRA needs total_steps (number of optimiser steps of the run)")
+    if total_steps < 2:
+        # peft's final budget allocation reads importance scores gathered in earlier steps
+        raise ValueError("AdaLoRA needs at least 2 optimiser steps (total_steps >= 2)")
+    targets = _lora_targets(model.backbone, settings)
+    tinit = int(settings.warmup_fraction * total_steps)
+    tfinal = int(settings.final_fraction * total_steps)
+    if tinit >= total_steps - tfinal:
+        tinit, tfinal = 0, 0
+        log.warning("AdaLoRA: %d steps too few for warm-up/final phases; both set to 0", total_steps)
+    config = AdaLoraConfig(
+        init_r=settings.init_r,
+        target_r=settings.target_r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        tinit=tinit,
+        tfinal=tfinal,
+        deltaT=settings.delta_t,
+        beta1=settings.beta1,
+        beta2=settings.beta2,
+        orth_reg_weight=settings.orth_reg_weight,
+        total_step=total_steps,
+        target_modules=targets,
+    )
+    model.backbone = get_peft_model(model.backbone, config, adapter_name=_ADAPTER)
+    hooks.trainable = _selector(_is_adapter(_ADAPTER, ("lora_A", "lora_B", "lora_E")))
+    weight = settings.orth_reg_weight
+
+    def extra_loss(m: RegressionModel, batch: dict, pred: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        return weight * _adalora_orthogonal_penalty(m.backbone, _ADAPTER).to(pred.device)
+
+    def after_optimizer_step(m: RegressionModel, global_step: int) -> None:
+        m.backbone.base_model.update_and_allocate(global_step)
+
+    hooks.extra_loss = extra_loss if weight > 0 else None
+    hooks.after_optimizer_step = after_optimizer_step
+    return targets
+
+
+PEFT_METHODS.register("full", PeftMethod(FullSettings, _setup_full))
+PEFT_METHODS.register("bitfit", PeftMethod(BitFitSettings, _setup_bitfit))
+PEFT_METHODS.register("lora", PeftMethod(LoraSettings, _lora_setup(dora=False)))
+PEFT_METHODS.register("ia3", PeftMethod(IA3Settings, _setup_ia3))
+PEFT_METHODS.register("adalora", PeftMethod(AdaLoraSettings, _setup_adalora))
+PEFT_METHODS.register("dora", PeftMethod(DoraSettings, _lora_setup(dora=True), accepts=LoraSettings))
+#: The built-in methods, in the lesson's order (a view of :data:`PEFT_METHODS` at import).
+METHODS = PEFT_METHODS.names()
+
+
 def prepare(
     model: RegressionModel,
     method: str,
@@ -450,83 +571,14 @@ def prepare(
     PeftSetup
         The model, the :class:`~molft_utils.training.train.TrainHooks` for ``fit`` and parameter counts.
     """
-    _check_method(method)
-    settings = settings if settings is not None else default_settings(method)
-    expected = LoraSettings if method == "dora" else _SETTINGS[method]
-    if not isinstance(settings, expected):
-        raise TypeError(f"{method} needs {expected.__name__}, got {type(settings).__name__}")
+    spec = PEFT_METHODS[method]
+    settings = settings if settings is not None else spec.settings()
+    if not isinstance(settings, spec.accepts):
+        raise TypeError(f"{method} needs {spec.accepts.__name__}, got {type(settings).__name__}")
     if isinstance(model.backbone, PeftModel):
         raise ValueError("the backbone is already wrapped by peft; build a fresh RegressionModel")
     hooks = TrainHooks()
-    targets: list[str] = []
-    backbone = model.backbone
-    adapter = "default"
-
-    if method == "full":
-        hooks.trainable = _selector(lambda name: True)
-    elif method == "bitfit":
-        is_bias = _is_bias(settings.include_layernorm)
-        hooks.trainable = _selector(lambda name: name.startswith("backbone.") and is_bias(name))
-    elif method in ("lora", "dora"):
-        targets = _lora_targets(backbone, settings)
-        config = LoraConfig(
-            r=settings.r,
-            lora_alpha=settings.alpha,
-            lora_dropout=settings.dropout,
-            target_modules=targets,
-            bias="none",
-            use_dora=method == "dora",
-        )
-        model.backbone = get_peft_model(backbone, config, adapter_name=adapter)
-        kinds = ("lora_A", "lora_B") + (("lora_magnitude_vector",) if method == "dora" else ())
-        hooks.trainable = _selector(_is_adapter(adapter, kinds))
-    elif method == "ia3":
-        targets = attention_targets(backbone, settings.roles)
-        ff = feedforward_targets(backbone, settings.feedforward)
-        targets += ff
-        # for feed-forward modules IA3 rescales the input (the intermediate activation for the
-        # down-projection), for the others the output
-        config = IA3Config(target_modules=targets, feedforward_modules=ff)
-        model.backbone = get_peft_model(backbone, config, adapter_name=adapter)
-        hooks.trainable = _selector(_is_adapter(adapter, ("ia3_l",)))
-    elif method == "adalora":
-        if not total_steps or total_steps <= 0:
-            raise ValueError("AdaLoRA needs total_steps (number of optimiser steps of the run)")
-        if total_steps < 2:
-            # peft's final budget allocation reads importance scores gathered in earlier steps
-            raise ValueError("AdaLoRA needs at least 2 optimiser steps (total_steps >= 2)")
-        targets = _lora_targets(backbone, settings)
-        tinit = int(settings.warmup_fraction * total_steps)
-        tfinal = int(settings.final_fraction * total_steps)
-        if tinit >= total_steps - tfinal:
-            tinit, tfinal = 0, 0
-            log.warning("AdaLoRA: %d steps too few for warm-up/final phases; both set to 0", total_steps)
-        config = AdaLoraConfig(
-            init_r=settings.init_r,
-            target_r=settings.target_r,
-            lora_alpha=settings.alpha,
-            lora_dropout=settings.dropout,
-            tinit=tinit,
-            tfinal=tfinal,
-            deltaT=settings.delta_t,
-            beta1=settings.beta1,
-            beta2=settings.beta2,
-            orth_reg_weight=settings.orth_reg_weight,
-            total_step=total_steps,
-            target_modules=targets,
-        )
-        model.backbone = get_peft_model(backbone, config, adapter_name=adapter)
-        hooks.trainable = _selector(_is_adapter(adapter, ("lora_A", "lora_B", "lora_E")))
-        weight = settings.orth_reg_weight
-
-        def extra_loss(m: RegressionModel, batch: dict, pred: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-            return weight * _adalora_orthogonal_penalty(m.backbone, adapter).to(pred.device)
-
-        def after_optimizer_step(m: RegressionModel, global_step: int) -> None:
-            m.backbone.base_model.update_and_allocate(global_step)
-
-        hooks.extra_loss = extra_loss if weight > 0 else None
-        hooks.after_optimizer_step = after_optimizer_step
+    targets = spec.setup(model, settings, hooks, total_steps)
 
     chosen = hooks.trainable(model)
     if isinstance(model.backbone, PeftModel):
@@ -876,7 +928,7 @@ def training_memory_subprocess(
     """
     import multiprocessing as mp
 
-    _check_method(method)
+    PEFT_METHODS.check(method)
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     job = {
