@@ -44,7 +44,7 @@ from molft_utils.models.backbone import (
     random_init_like,
 )
 from molft_utils.pretraining.corpus import sha256
-from molft_utils.runs import verdicts
+from molft_utils.training import convergence as _convergence
 from molft_utils.training.metrics import regression_metrics
 from molft_utils.training.mlm import MLMConfig, MLMHistory, train_mlm
 from molft_utils.training.train import FitResult, TargetScaler, TrainConfig, fit, predict
@@ -458,10 +458,10 @@ def evaluate(artefact: FinetuneArtefact, frame: pd.DataFrame) -> tuple[np.ndarra
 def convergence(
     history: list[dict],
     patience: int | None = None,
-    window: int = verdicts.CONVERGENCE_WINDOW,
-    threshold: float = verdicts.CONVERGENCE_THRESHOLD,
+    window: int = _convergence.CONVERGENCE_WINDOW,
+    threshold: float = _convergence.CONVERGENCE_THRESHOLD,
 ) -> dict[str, float | int | bool | str | None]:
-    """How settled a fine-tuning run was when it ended (see :func:`molft_utils.runs.verdicts.convergence`).
+    """How settled a fine-tuning run was when it ended (see :func:`molft_utils.training.convergence.convergence`).
 
     Returns ``epochs_run``, ``best_epoch``, ``patience``, ``stopped_early`` (validation did not improve in the
     last ``patience`` epochs, which is when :func:`~molft_utils.training.train.fit` stops), ``last_window_gain``
@@ -469,4 +469,4 @@ def convergence(
     NaN for ≤ ``window`` epochs), ``window``, ``threshold``, ``converged`` (stopped early, or gain below
     ``threshold``) and ``reason``.
     """
-    return verdicts.convergence(history, patience=patience, window=window, threshold=threshold)
+    return _convergence.convergence(history, patience=patience, window=window, threshold=threshold)
