@@ -417,11 +417,12 @@ def test_run_setting_all_methods_consistent(tokenizer):
 def test_a_new_robust_method_is_one_registration(tokenizer, monkeypatch):
     from molft_utils.core.registry import Registry
     from molft_utils.methods import robust
+    from molft_utils.methods.robust import protocol
 
     reg = Registry("trained robust method")
     for name, entry in robust.TRAINED.items():
         reg.register(name, entry)
-    monkeypatch.setattr(robust, "TRAINED", reg)
+    monkeypatch.setattr(protocol, "TRAINED", reg)  # the registry train_method reads
     seen = []
 
     def build(o):
