@@ -11,9 +11,9 @@ import torch
 from molft_utils.methods.peft_methods import (
     encoder_without_weights,
     parameter_budget,
-    pareto_figure,
     training_memory_subprocess,
 )
+from molft_utils.runs.plotting import pareto_figure
 
 matplotlib.use("Agg")
 torch.set_num_threads(1)

@@ -374,7 +374,7 @@ def test_a_new_peft_method_is_one_registration(tokenizer, monkeypatch):
     from dataclasses import dataclass
 
     from molft_utils.core.registry import Registry
-    from molft_utils.methods import peft_methods as pm
+    from molft_utils.methods.peft_methods import setup as pm  # the module whose registry prepare() reads
 
     reg = Registry("fine-tuning method")
     for name, entry in pm.PEFT_METHODS.items():

@@ -6,6 +6,7 @@ The notebooks caption and save them with :meth:`molft_utils.runs.notebook.Notebo
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -81,5 +82,36 @@ def token_length_histogram(lengths: Mapping[str, Sequence[int]]) -> Figure:
         sns.histplot(np.asarray(values), ax=ax, label=name, color=PALETTE[i % len(PALETTE)], element="step", fill=False)
     ax.set(xlabel="tokens per molecule", ylabel="molecules")
     ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def pareto_figure(rows: Sequence[dict[str, Any]], x: str = "n_trainable_backbone", y: str = "test_rmse",
+                  size: str = "seconds_per_epoch", title: str = "", unit: str = "logD") -> Any:
+    """Test RMSE (``unit`` on the axis) against trainable parameters (log scale), marker area ∝ ``size``.
+
+    The Pareto front (no other method has both fewer trainable parameters and a lower RMSE) is
+    drawn as a step line. ``rows`` are dicts with ``method`` and the three keys.
+    """
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.2, 4.0))
+    sizes = [float(r[size]) for r in rows]
+    scale = 400.0 / max(max(sizes), 1e-9)
+    for i, r in enumerate(rows):
+        ax.scatter(max(r[x], 1), r[y], s=max(scale * float(r[size]), 15.0), alpha=0.6, color=f"C{i % 10}",
+                   edgecolor="k", label=f"{r['method']} ({float(r[size]):.1f} s/epoch)")
+        ax.annotate(r["method"], (max(r[x], 1), r[y]), textcoords="offset points", xytext=(6, 6), fontsize=8)
+    front = sorted(rows, key=lambda r: (r[x], r[y]))
+    best, pts = float("inf"), []
+    for r in front:
+        if r[y] < best:
+            best = r[y]
+            pts.append((max(r[x], 1), r[y]))
+    if len(pts) > 1:
+        ax.step(*zip(*pts, strict=True), where="post", color="grey", lw=1, ls="--", label="Pareto front")
+    ax.set(xscale="log", xlabel=f"trainable parameters ({x.replace('_', ' ')}, log scale)",
+           ylabel=f"test RMSE ({unit})", title=title)
+    ax.legend(frameon=False, fontsize=7, loc="best")
     fig.tight_layout()
     return fig

@@ -1,50 +1,10 @@
-"""Parameter-efficient fine-tuning (PEFT) of the regression model with Hugging Face ``peft``.
-
-Full fine-tuning updates every weight of the encoder. The methods here train a small fraction:
-
-* **BitFit** (Ben Zaken et al., ACL 2022, arXiv:2106.10199) trains only the bias terms of the
-  encoder (every ``*.bias``, LayerNorm biases included).
-* **LoRA** (Hu et al., ICLR 2022, arXiv:2106.09685) freezes a weight ``W`` and learns a low-rank
-  update ``W + (alpha / r) B A`` with ``A`` (r x in) and ``B`` (out x r, zero-initialised); here on
-  the query, key and value projections of self-attention.
-* **DoRA** (Liu et al., ICML 2024, arXiv:2402.09353) splits ``W`` into magnitude and direction and
-  applies LoRA to the direction only (``LoraConfig(use_dora=True)``).
-* **AdaLoRA** (Zhang et al., ICLR 2023, arXiv:2303.10512) parametrises the update as ``P Λ Q``
-  (SVD form), scores the importance of each singular triplet during training and prunes the rank
-  budget down to ``target_r`` on average; it needs the total number of optimiser steps, a call of
-  ``update_and_allocate`` after every optimiser step and an orthogonality regulariser on ``P``
-  and ``Q``.
-* **(IA)³** (Liu et al., NeurIPS 2022, arXiv:2205.05638) learns vectors that rescale the keys, the
-  values and the feed-forward intermediate activation (= the input of the FFN down-projection).
-
-The regression head always trains. Only the encoder (``model.backbone``) is wrapped with
-:func:`peft.get_peft_model`; the head stays a plain module outside it. Target modules are found
-*by role* in the module tree (:func:`attention_targets`, :func:`feedforward_targets`) and passed to
-``peft`` as full module names, so the same call works for the embedded RoFormer and for
-MoLFormer-XL, and ``output.dense`` of the FFN is never confused with ``attention.output.dense``.
-
-Typical use::
-
-    setup = prepare(RegressionModel(backbone), "lora", total_steps=steps)
-    result = fit(setup.model, tokenizer, ..., hooks=setup.hooks)
-    merge_and_save(setup.model, out_dir)  # a plain RegressionModel checkpoint
-
-:func:`peak_memory` and :func:`inference_seconds` are the measurements of notebook 04, which also uses
-:func:`fine_tune` (fresh backbone → prepare → fit), :func:`training_memory_subprocess` (peak memory of a
-method measured in a fresh process, so that run order does not matter), :func:`parameter_budget` with
-:func:`encoder_without_weights` (trainable-parameter counts of a larger model, e.g. MoLFormer-XL's shape,
-computed without weights) and :func:`pareto_figure`.
-"""
+"""PEFT set-up: settings per method, target modules by role, the method registry, :func:`prepare`,
+merging and :func:`fine_tune`."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import statistics
-import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,34 +16,27 @@ from transformers import PreTrainedTokenizerBase
 
 from molft_utils.core.registry import Registry
 from molft_utils.models.backbone import RegressionModel
-from molft_utils.training.train import TargetScaler, TrainHooks, predict
+from molft_utils.training.train import TrainHooks
 
 __all__ = [
-    "METHODS",
     "AdaLoraSettings",
+    "attention_targets",
     "BitFitSettings",
+    "default_settings",
     "DoraSettings",
+    "feedforward_targets",
+    "fine_tune",
     "FullSettings",
     "IA3Settings",
     "LoraSettings",
-    "NoTargetModulesError",
-    "PEFT_METHODS",
-    "PeakMemory",
-    "PeftMethod",
-    "PeftSetup",
-    "attention_targets",
-    "default_settings",
-    "encoder_without_weights",
-    "feedforward_targets",
-    "fine_tune",
-    "inference_seconds",
     "merge_adapters",
     "merge_and_save",
-    "parameter_budget",
-    "pareto_figure",
-    "peak_memory",
+    "METHODS",
+    "NoTargetModulesError",
+    "PEFT_METHODS",
+    "PeftMethod",
+    "PeftSetup",
     "prepare",
-    "training_memory_subprocess",
 ]
 
 log = logging.getLogger(__name__)
@@ -659,327 +612,6 @@ def merge_and_save(model: RegressionModel, path: str | Path, extra: dict | None 
     return model.save(path, {"merged_from": peft_type} | (extra or {}))
 
 
-# ---------------------------------------------------------------------------------------------
-# measurements
-# ---------------------------------------------------------------------------------------------
-
-
-def _rss_bytes() -> int | None:
-    statm = Path("/proc/self/statm")
-    if not statm.exists():
-        return None
-    return int(statm.read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-@dataclass
-class PeakMemory:
-    """Result of :func:`peak_memory`: peak memory increase in MiB while the block ran.
-
-    Attributes
-    ----------
-    peak_mib
-        Peak increase over the level at entry (``nan`` when not measurable).
-    baseline_mib
-        The level at entry (CUDA: allocated tensors; CPU: process resident set size).
-    source
-        ``"cuda"``, ``"rss"`` or ``"unavailable"``.
-    samples
-        Number of RSS samples taken (CPU only).
-    """
-
-    peak_mib: float = float("nan")
-    baseline_mib: float = float("nan")
-    source: str = "unavailable"
-    samples: int = 0
-
-
-@contextlib.contextmanager
-def peak_memory(device: torch.device | str | None = None, interval: float = 0.005) -> Iterator[PeakMemory]:
-    """Measure the peak memory increase of the ``with`` block.
-
-    On CUDA the peak is ``torch.cuda.max_memory_allocated`` (exact, tensors only). On CPU a
-    background thread samples the resident set size from ``/proc/self/statm`` every ``interval``
-    seconds and the peak increase over the value at entry is reported.
-
-    Limitations of the CPU number: it is the whole process (other threads, Python objects, the
-    allocator's caches), it can miss spikes shorter than ``interval``, and memory freed before the
-    block but still held by the allocator makes the increase look smaller; compare methods in
-    fresh processes, or at least in the same order, for a fair comparison. Linux only (``nan``
-    elsewhere).
-
-    Examples
-    --------
-    >>> with peak_memory() as mem:          # doctest: +SKIP
-    ...     fit(setup.model, tokenizer, ...)
-    >>> mem.peak_mib                       # doctest: +SKIP
-    """
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
-    result = PeakMemory()
-    mib = 1024.0**2
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        result.baseline_mib, result.source = base / mib, "cuda"
-        try:
-            yield result
-        finally:
-            torch.cuda.synchronize(device)
-            result.peak_mib = (torch.cuda.max_memory_allocated(device) - base) / mib
-        return
-    base = _rss_bytes()
-    if base is None:
-        log.warning("peak_memory: /proc/self/statm not available, CPU memory not measured")
-        yield result
-        return
-    result.baseline_mib, result.source = base / mib, "rss"
-    peak = [base]
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            rss = _rss_bytes() or 0
-            peak[0] = max(peak[0], rss)
-            result.samples += 1
-            stop.wait(interval)
-
-    thread = threading.Thread(target=sample, name="peak_memory", daemon=True)
-    thread.start()
-    try:
-        yield result
-    finally:
-        stop.set()
-        thread.join()
-        peak[0] = max(peak[0], _rss_bytes() or 0)
-        result.peak_mib = (peak[0] - base) / mib
-
-
-def inference_seconds(
-    model: RegressionModel,
-    tokenizer: PreTrainedTokenizerBase,
-    smiles: Sequence[str],
-    batch_size: int = 128,
-    repeats: int = 3,
-    mixed_precision: str = "auto",
-) -> float:
-    """Median wall time in seconds to predict ``smiles`` (tokenisation included), after one warm-up.
-
-    Use it to compare an adapter model before and after :func:`merge_adapters` (unmerged LoRA adds
-    two small matrix products per adapted layer; merged it costs the same as the base model).
-    """
-    if repeats < 1:
-        raise ValueError("repeats must be >= 1")
-    scaler = TargetScaler("none")
-    predict(model, tokenizer, smiles[: min(len(smiles), batch_size)], scaler, batch_size, mixed_precision)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        predict(model, tokenizer, smiles, scaler, batch_size, mixed_precision)
-        times.append(time.perf_counter() - t0)
-    return float(statistics.median(times))
-
-
-# ---------------------------------------------------------------------------------------------
-# parameter budgets without weights, memory in a fresh process, Pareto figure (notebook 04)
-# ---------------------------------------------------------------------------------------------
-
-
-def encoder_without_weights(
-    num_layers: int = 12,
-    hidden: int = 768,
-    heads: int = 12,
-    intermediate: int = 3072,
-    vocab_size: int = 2362,
-    max_positions: int = 512,
-) -> nn.Module:
-    """A RoFormer encoder with the given shapes on the ``meta`` device (no weights).
-
-    Used to *compute* (not measure) parameter budgets of a larger model, e.g. MoLFormer-XL's
-    published shape (12 layers, hidden 768, 12 heads). Module names match MoLFormer's
-    (``encoder.layer.{i}.attention.self.{query,key,value}``, ``intermediate.dense``, ``output.dense``),
-    so :func:`prepare` targets the same projections. MoLFormer's linear attention adds only small
-    feature-map parameters, which this stand-in does not have.
-    """
-    from transformers import RoFormerConfig, RoFormerModel
-
-    config = RoFormerConfig(
-        vocab_size=vocab_size,
-        embedding_size=hidden,
-        hidden_size=hidden,
-        num_hidden_layers=num_layers,
-        num_attention_heads=heads,
-        intermediate_size=intermediate,
-        max_position_embeddings=max_positions,
-    )
-    with torch.device("meta"):
-        return RoFormerModel(config)
-
-
-def parameter_budget(
-    backbone: nn.Module,
-    methods: Sequence[str] = METHODS,
-    settings: dict[str, Settings] | None = None,
-    total_steps: int = 1000,
-) -> list[dict[str, Any]]:
-    """Trainable-parameter counts of every method for ``backbone`` (which is not modified).
-
-    Each method is applied to a deep copy of ``backbone`` inside a fresh
-    :class:`~molft_utils.models.backbone.RegressionModel`; works on ``meta``-device encoders from
-    :func:`encoder_without_weights`.
-
-    Returns
-    -------
-    list of dict
-        Per method: ``n_trainable``, ``n_trainable_backbone``, ``n_total``, ``n_head``,
-        ``n_backbone`` (base encoder parameters, adapters excluded), ``percent_trainable`` (of
-        everything, head included, as peft counts) and ``percent_backbone`` (trainable encoder
-        parameters relative to the base encoder).
-    """
-    import copy
-
-    settings = settings or {}
-    rows = []
-    n_backbone = sum(p.numel() for p in backbone.parameters())
-    on_meta = next(backbone.parameters()).device.type == "meta"
-    for method in methods:
-        encoder = copy.deepcopy(backbone)
-        if on_meta:
-            # peft treats meta tensors specially (e.g. AdaLoRA's ranknum becomes trainable); uninitialised
-            # CPU memory is allocated instead, which is fast and enough for counting
-            encoder = encoder.to_empty(device="cpu")
-        reg = RegressionModel(encoder)
-        setup = prepare(reg, method, settings.get(method), total_steps=total_steps)
-        n_head = setup.n_trainable - setup.n_trainable_backbone
-        rows.append(
-            {
-                "method": method,
-                "n_trainable": setup.n_trainable,
-                "n_trainable_backbone": setup.n_trainable_backbone,
-                "n_head": n_head,
-                "n_backbone": n_backbone,
-                "n_total": setup.n_total,
-                "percent_trainable": setup.percent_trainable,
-                "percent_backbone": 100.0 * setup.n_trainable_backbone / n_backbone,
-            }
-        )
-    return rows
-
-
-def _memory_child(queue: Any, job: dict[str, Any]) -> None:  # pragma: no cover - runs in a subprocess
-    """Subprocess body of :func:`training_memory_subprocess`."""
-    import resource
-
-    from transformers.utils import logging as hf_logging
-
-    from molft_utils.models.backbone import load_backbone
-    from molft_utils.training.train import TrainConfig, fit
-
-    hf_logging.disable_progress_bar()  # the child's stderr lands in the notebook: no "Loading weights" bars
-    try:
-        torch.set_num_threads(job["threads"])
-        torch.manual_seed(job["seed"])
-        backbone, tokenizer = load_backbone(job["backbone"])
-        model = RegressionModel(backbone)
-        steps_per_epoch = -(-len(job["smiles"]) // job["batch_size"])
-        setup = prepare(model, job["method"], total_steps=steps_per_epoch)
-        config = TrainConfig(
-            epochs=1, batch_size=job["batch_size"], lr_backbone=job["lr"], patience=1, seed=job["seed"]
-        )
-        n_valid = min(len(job["smiles"]), job["batch_size"])
-        with peak_memory("cpu", interval=0.002) as mem:
-            fit(
-                setup.model, tokenizer, job["smiles"], job["labels"], job["smiles"][:n_valid],
-                job["labels"][:n_valid], config, hooks=setup.hooks, progress=False,
-            )
-        maxrss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
-        queue.put({"peak_mib": mem.peak_mib, "baseline_mib": mem.baseline_mib, "maxrss_mib": maxrss_mib,
-                   "samples": mem.samples, "steps": steps_per_epoch, "error": None})
-    except Exception as exc:  # report instead of hanging the parent
-        queue.put({"error": f"{type(exc).__name__}: {exc}"})
-
-
-def training_memory_subprocess(
-    backbone: str | Path,
-    method: str,
-    smiles: Sequence[str],
-    labels: Sequence[float],
-    lr: float = 1e-4,
-    batch_size: int = 32,
-    seed: int = 0,
-    threads: int = 1,
-    timeout: float = 600.0,
-) -> dict[str, Any]:
-    """Peak CPU memory of one short training epoch of ``method``, measured in a fresh process.
-
-    In one long-lived process the resident set size depends on what ran before (the allocator keeps
-    freed memory), so :func:`peak_memory` numbers are order-dependent. Here every method starts in a
-    new ``spawn``-ed interpreter: it loads ``backbone`` (a folder for
-    :func:`~molft_utils.models.backbone.load_backbone`), prepares ``method`` and trains one epoch on
-    ``smiles``; the peak RSS increase over the level after loading is reported (sampled every 2 ms,
-    so it can still miss very short spikes), together with the process's lifetime ``maxrss``.
-
-    Returns
-    -------
-    dict
-        ``peak_mib`` (increase during training), ``baseline_mib`` (RSS after loading),
-        ``maxrss_mib``, ``samples``, ``steps``; ``error`` is None or the child's exception.
-    """
-    import multiprocessing as mp
-
-    PEFT_METHODS.check(method)
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    job = {
-        "backbone": str(backbone), "method": method, "smiles": list(smiles), "labels": [float(y) for y in labels],
-        "lr": float(lr), "batch_size": int(batch_size), "seed": int(seed), "threads": int(threads),
-    }
-    proc = ctx.Process(target=_memory_child, args=(queue, job), daemon=True)
-    proc.start()
-    try:
-        result = queue.get(timeout=timeout)
-    except Exception as exc:  # queue.Empty on timeout
-        result = {"error": f"no result from the measuring process ({type(exc).__name__})"}
-    proc.join(timeout=30)
-    if proc.is_alive():
-        proc.terminate()
-        proc.join()
-    if result.get("error"):
-        log.warning("memory measurement of %s failed: %s", method, result["error"])
-        result.setdefault("peak_mib", float("nan"))
-    return result
-
-
-def pareto_figure(rows: Sequence[dict[str, Any]], x: str = "n_trainable_backbone", y: str = "test_rmse",
-                  size: str = "seconds_per_epoch", title: str = "", unit: str = "logD") -> Any:
-    """Test RMSE (``unit`` on the axis) against trainable parameters (log scale), marker area ∝ ``size``.
-
-    The Pareto front (no other method has both fewer trainable parameters and a lower RMSE) is
-    drawn as a step line. ``rows`` are dicts with ``method`` and the three keys.
-    """
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.2, 4.0))
-    sizes = [float(r[size]) for r in rows]
-    scale = 400.0 / max(max(sizes), 1e-9)
-    for i, r in enumerate(rows):
-        ax.scatter(max(r[x], 1), r[y], s=max(scale * float(r[size]), 15.0), alpha=0.6, color=f"C{i % 10}",
-                   edgecolor="k", label=f"{r['method']} ({float(r[size]):.1f} s/epoch)")
-        ax.annotate(r["method"], (max(r[x], 1), r[y]), textcoords="offset points", xytext=(6, 6), fontsize=8)
-    front = sorted(rows, key=lambda r: (r[x], r[y]))
-    best, pts = float("inf"), []
-    for r in front:
-        if r[y] < best:
-            best = r[y]
-            pts.append((max(r[x], 1), r[y]))
-    if len(pts) > 1:
-        ax.step(*zip(*pts, strict=True), where="post", color="grey", lw=1, ls="--", label="Pareto front")
-    ax.set(xscale="log", xlabel=f"trainable parameters ({x.replace('_', ' ')}, log scale)",
-           ylabel=f"test RMSE ({unit})", title=title)
-    ax.legend(frameon=False, fontsize=7, loc="best")
-    fig.tight_layout()
-    return fig
 
 
 def fine_tune(
