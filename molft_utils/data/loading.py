@@ -29,6 +29,8 @@ from typing import Literal
 import pandas as pd
 from rdkit import Chem, RDLogger
 
+from molft_utils.core.settings import REPO_ROOT
+
 __all__ = [
     "frame_sha256",
     "DATA_DIR",
@@ -46,7 +48,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "data"
+DATA_DIR = REPO_ROOT / "data"
 LIPOPHILICITY = DATA_DIR / "lipophilicity.csv"
 EXTERNAL_POOL = DATA_DIR / "external_pool.csv"
 EXPECTED_MD5 = {

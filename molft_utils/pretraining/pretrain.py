@@ -31,6 +31,7 @@ import torch
 from transformers import RoFormerConfig, RoFormerForMaskedLM
 
 from molft_utils.core.device import autocast_dtype, get_device, seed_everything
+from molft_utils.core.settings import REPO_ROOT
 from molft_utils.data.loading import EXTERNAL_POOL, LIPOPHILICITY
 from molft_utils.models.tokenizer import build_tokenizer, token_counts, unknown_token_rate
 from molft_utils.training.mlm import MLMConfig, evaluate_mlm, train_mlm
@@ -39,7 +40,7 @@ __all__ = ["backbone_config", "pretrain"]
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = REPO_ROOT
 DATA_FILES = {"lipophilicity": (LIPOPHILICITY, "smiles"), "external_pool": (EXTERNAL_POOL, "SMILES")}
 
 
