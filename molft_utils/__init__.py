@@ -51,6 +51,7 @@ MODULES = {
     "benchmark": "training.benchmark",
     "baselines": "methods.baselines",
     "influence": "methods.influence",
+    "head_influence": "methods.head_influence",
     "selection": "methods.selection",
     "peft_methods": "methods.peft_methods",
     "robust": "methods.robust",
