@@ -7,7 +7,7 @@ comma := ,
 empty :=
 space := $(empty) $(empty)
 
-.PHONY: env lab test lint reports reports-batch report assignments benchmark
+.PHONY: env lab test test-unit lint reports reports-batch report assignments benchmark
 
 env: .venv/.installed
 
@@ -24,6 +24,11 @@ LAB_ARGS ?=
 lab: env
 	.venv/bin/jupyter lab $(LAB_ARGS) notebooks
 
+# The fast tier: unit tests only (no notebook is executed: tests marked `notebooks` are deselected).
+test-unit: env
+	.venv/bin/ruff check molft_utils tests
+	MOLFT_SMOKE=1 TQDM_DISABLE=1 MOLFT_NUM_THREADS=1 MOLFT_CACHE="$$(mktemp -d)" $(PY) -m pytest -q tests -m "not notebooks"
+
 # Unit tests, then every notebook executed under nbval in smoke mode (tiny sizes, throw-away model cache).
 test: env
 	.venv/bin/ruff check molft_utils tests
@@ -32,21 +37,21 @@ test: env
 # The main job: every notebook for seeds 0 1 2 on the embedded backbone, then reports/summary.md, through the
 # Snakemake workflow (workflow/Snakefile: lesson 01's cached models first, then papermill runs). Resumable: a run
 # whose notebook source, package code and parameters already produced a result is skipped (the rule of
-# molft_utils.batch, which `make reports-batch` runs without Snakemake).
+# molft_utils.runs.batch, which `make reports-batch` runs without Snakemake).
 reports: env
 	.venv/bin/snakemake --cores $(CORES) --config seeds=[$(subst $(space),$(comma),$(strip $(SEEDS)))]
 
 reports-batch: env
-	$(PY) -m molft_utils.batch --seeds $(SEEDS) --jobs $(JOBS)
+	$(PY) -m molft_utils.runs.batch --seeds $(SEEDS) --jobs $(JOBS)
 
 report: env
-	$(PY) -m molft_utils.report reports
+	$(PY) -m molft_utils.runs.report reports
 
 assignments: env
-	$(PY) -m molft_utils.student --src notebooks --out assignments
+	$(PY) -m molft_utils.teaching.student --src notebooks --out assignments
 
 benchmark: env
-	$(PY) -m molft_utils.benchmark
+	$(PY) -m molft_utils.training.benchmark
 
 lint: env
 	.venv/bin/ruff check molft_utils tests

@@ -6,8 +6,19 @@ import pytest
 import torch
 from transformers import RoFormerForMaskedLM
 
-from molft_utils.pretrain import backbone_config
-from molft_utils.tokenizer import build_tokenizer
+from molft_utils.core.settings import reload_settings
+from molft_utils.models.tokenizer import build_tokenizer
+from molft_utils.pretraining.pretrain import backbone_config
+
+
+@pytest.fixture(autouse=True)
+def _settings_from_the_environment():
+    """Each test starts and ends with settings read from the environment (after monkeypatch has undone its changes,
+    since autouse fixtures are torn down last)."""
+    reload_settings()
+    yield
+    reload_settings()
+
 
 TINY_SMILES = ["CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1", "C[C@@H](N)C(=O)O", "O=[N+]([O-])c1ccccc1", "CCN(CC)CC"]
 

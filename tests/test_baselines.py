@@ -1,12 +1,12 @@
-"""Tests for molft_utils.baselines (small forests so the tests stay fast)."""
+"""Tests for molft_utils.methods.baselines (small forests so the tests stay fast)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from molft_utils.baselines import ecfp4_counts, fit_random_forest, random_forest_baseline
-from molft_utils.metrics import regression_metrics
+from molft_utils.methods.baselines import ecfp4_counts, fit_random_forest, random_forest_baseline
+from molft_utils.training.metrics import regression_metrics
 
 
 def _alkyl_series() -> tuple[list[str], np.ndarray]:

@@ -10,14 +10,14 @@ import pandas as pd
 import pytest
 from nbformat import v4
 
-from molft_utils import batch
-from molft_utils.report import build_report, markdown_table, method_table, paired_table
-from molft_utils.runs import write_result
+from molft_utils.core.records import write_result
+from molft_utils.runs import batch
+from molft_utils.runs.report import build_report, markdown_table, method_table, paired_table
 
 PARAMS = "seed = 0\nsmoke = False\nout_dir = None\nscale = 1.0\nfail_on_seed = -1"
 BODY = """
 import json, pathlib
-from molft_utils.runs import write_result
+from molft_utils.core.records import write_result
 if seed == fail_on_seed:
     raise RuntimeError(f"deliberate failure for seed {seed}")
 out = pathlib.Path(out_dir)
@@ -202,3 +202,24 @@ def test_report_verdicts_use_recorded_convergence(tmp_path: Path) -> None:
     assert "**00_toy** (3 seeds)" in findings and "A vs B: *better*" in findings
     assert "| A | B | -0.197 |" in text and "| 3/3 | better | better | all converged |" in text
     assert any(p.name.endswith("_forest.png") for p in (tmp_path / "figures").iterdir())
+
+
+def test_report_leaves_the_matplotlib_backend_and_pyplot_alone(tmp_path: Path) -> None:
+    """Building the report (figures included) neither switches the global backend nor leaves pyplot figures."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    conv = {"converged": True, "reason": "stopped early"}
+    for seed, (a, b) in enumerate([(0.50, 0.70), (0.52, 0.71)]):
+        extra = {"paired_reference": "B", "convergence": {"A": conv, "B": conv}}
+        metrics = {"A": {"rmse": a}, "B": {"rmse": b}}
+        write_result(tmp_path / "x" / f"seed={seed}", "00_toy", seed, {"seed": seed}, metrics, extra=extra)
+    before = matplotlib.get_backend()
+    plt.switch_backend("svg")  # a backend that is not the Agg the report once forced
+    try:
+        figures = plt.get_fignums()
+        build_report(tmp_path)
+        assert any(p.suffix == ".png" for p in (tmp_path / "figures").iterdir())
+        assert (matplotlib.get_backend(), plt.get_fignums()) == ("svg", figures)
+    finally:
+        plt.switch_backend(before)

@@ -6,9 +6,16 @@ import pytest
 import torch
 from transformers import RoFormerModel
 
-from molft_utils.benchmark import ModelShape, batch_flops, format_table, matmul_rate, model_shape, roofline_fraction
-from molft_utils.models import RegressionModel
-from molft_utils.pretrain import backbone_config
+from molft_utils.models.backbone import RegressionModel
+from molft_utils.pretraining.pretrain import backbone_config
+from molft_utils.training.benchmark import (
+    ModelShape,
+    batch_flops,
+    format_table,
+    matmul_rate,
+    model_shape,
+    roofline_fraction,
+)
 
 
 def test_batch_flops_by_hand():
@@ -61,7 +68,7 @@ def test_format_table_from_a_constructed_record():
 
 
 def test_update_readme_replaces_only_the_marked_block(tmp_path):
-    from molft_utils.benchmark import README_END, README_START, update_readme
+    from molft_utils.training.benchmark import README_END, README_START, update_readme
 
     readme = tmp_path / "README.md"
     readme.write_text(f"# A\n\n{README_START}\nold table\n{README_END}\n\nrest\n")

@@ -4,8 +4,8 @@ import random
 
 from rdkit import Chem
 
-from molft_utils.corpus import augment, relabel_rings
-from molft_utils.tokenizer import split_smiles
+from molft_utils.models.tokenizer import split_smiles
+from molft_utils.pretraining.corpus import augment, relabel_rings
 
 
 def test_relabel_rings_keeps_the_molecule():

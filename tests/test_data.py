@@ -1,4 +1,4 @@
-"""Tests for molft_utils.data: checksums, validation errors, drop_invalid and canonicalisation."""
+"""Tests for molft_utils.data.loading: checksums, validation errors, drop_invalid and canonicalisation."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from molft_utils.data import (
+from molft_utils.data.loading import (
     EXPECTED_MD5,
     EXTERNAL_POOL,
     LIPOPHILICITY,
@@ -97,7 +97,7 @@ def test_all_bad_rows_reported_together(tmp_path: Path) -> None:
 
 def test_drop_invalid_logs_count(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = _write(tmp_path, "smiles,target\nCCO,1\nC1CC,2\nCCN,\nCCC,3\n")
-    with caplog.at_level(logging.WARNING, logger="molft_utils.data"):
+    with caplog.at_level(logging.WARNING, logger="molft_utils.data.loading"):
         df = load_dataset(path, drop_invalid=True)
     assert df["row"].tolist() == [1, 4]
     assert df["label"].tolist() == [1.0, 3.0]

@@ -16,10 +16,12 @@ import pytest
 from rdkit import Chem
 from rdkit.Chem import Descriptors
 
-from molft_utils import batch, datasets, pipeline
-from molft_utils.data import DATA_DIR, LIPOPHILICITY, DataValidationError, load_dataset, md5
-from molft_utils.runs import REPO_ROOT
-from molft_utils.splits import SPLIT_DIR
+from molft_utils.core.settings import REPO_ROOT, reload_settings
+from molft_utils.data import datasets
+from molft_utils.data.loading import DATA_DIR, LIPOPHILICITY, DataValidationError, load_dataset, md5
+from molft_utils.data.splits import SPLIT_DIR
+from molft_utils.runs import batch
+from molft_utils.runs import finetune as pipeline
 
 N_MOLECULES = 150
 
@@ -48,6 +50,7 @@ def tpsa_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture()
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("MOLFT_CACHE", str(tmp_path / "cache"))
+    reload_settings()
     return tmp_path / "cache"
 
 
@@ -145,7 +148,7 @@ def test_wrong_columns_stop_with_the_loaders_message_before_training(tpsa_csv: P
     out = tmp_path / "reports"
     notebook = REPO_ROOT / "notebooks" / "01_finetune_and_mlm.ipynb"
     proc = subprocess.run(
-        [sys.executable, "-m", "molft_utils.batch", "--smoke", "--seeds", "0", "--out", str(out), "--no-report",
+        [sys.executable, "-m", "molft_utils.runs.batch", "--smoke", "--seeds", "0", "--out", str(out), "--no-report",
          "--notebooks", str(notebook), "-p", f"dataset={tpsa_csv}", "-p", "smiles_col=smiles", "-p", "label_col=logD"],
         cwd=REPO_ROOT, env=_batch_env(cache), capture_output=True, text=True, timeout=600,
     )
@@ -169,7 +172,7 @@ def test_every_notebook_runs_on_a_custom_csv(tpsa_csv: Path, tmp_path: Path) -> 
     cache, out = tmp_path / "cache", tmp_path / "reports"
     t0 = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "molft_utils.batch", "--smoke", "--seeds", "0", "--out", str(out),
+        [sys.executable, "-m", "molft_utils.runs.batch", "--smoke", "--seeds", "0", "--out", str(out),
          "-p", f"dataset={tpsa_csv}", "-p", "smiles_col=molecule", "-p", "label_col=tpsa_A2",
          "-p", "label_name=TPSA", "-p", "label_unit=Å²"],
         cwd=REPO_ROOT, env=_batch_env(cache), capture_output=True, text=True, timeout=1200,

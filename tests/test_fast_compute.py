@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import TINY_SMILES
 
-from molft_utils.models import (
+from molft_utils.models.backbone import (
     FastDropout,
     FastRoFormerSelfAttention,
     RegressionModel,
@@ -17,7 +17,7 @@ from molft_utils.models import (
     load_backbone,
     speed_up_backbone,
 )
-from molft_utils.train import make_adamw
+from molft_utils.training.train import make_adamw
 
 SMILES = TINY_SMILES + ["CCCCCCCCCCCCCCCCCCCCCCCC(=O)O", "C"]
 
@@ -184,7 +184,7 @@ def test_attention_dropout_option_and_speed_up_is_idempotent():
 
 
 def test_lora_attaches_to_the_fast_attention():
-    from molft_utils.peft_methods import prepare
+    from molft_utils.methods.peft_methods import prepare
 
     backbone, tok = load_backbone()
     setup = prepare(RegressionModel(backbone), "lora", total_steps=2)

@@ -8,8 +8,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from molft_utils import verdicts
-from molft_utils.runs import write_result
+from molft_utils.core.records import write_result
+from molft_utils.runs import verdicts
+from molft_utils.runs.findings import findings_for
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("0*.ipynb"))
 
@@ -32,7 +33,7 @@ def test_discussion_opens_with_findings_cell(path: Path) -> None:
     assert len(heads) == 1, f"{path.name}: expected one '## Discussion' cell"
     cell = nb.cells[heads[0] + 1]
     assert cell.cell_type == "code" and "findings" in cell.metadata.get("tags", []), path.name
-    assert f'verdicts.findings_for("{path.stem}", path)' in cell.source, path.name
+    assert f'findings_for("{path.stem}", path)' in cell.source, path.name
     assert len(cell.source.splitlines()) <= 4  # the machinery lives in the package
     # the findings cell reads `path`, which the run-record cell before it writes
     before = "\n".join(c.source for c in nb.cells[: heads[0]] if c.cell_type == "code")
@@ -62,15 +63,15 @@ def test_findings_for_this_run_and_across_seeds(tmp_path: Path) -> None:
                 extra=extra,
             )
         )
-    text = verdicts.findings_for("00_toy", paths[0], tmp_path / "reports")
+    text = findings_for("00_toy", paths[0], tmp_path / "reports")
     this_run, across = text.split("**Across seeds**")
     assert "not decided (n=1)" in this_run and "| A | B | -0.200 |" in this_run
     assert "3 seeds [0, 1, 2]" in across and "| 3/3 | better |" in across
     record = json.loads(paths[0].read_text())
-    assert verdicts.findings_for("00_toy", record, tmp_path / "nothing").endswith("yet.")
+    assert findings_for("00_toy", record, tmp_path / "nothing").endswith("yet.")
     # a run with another configuration (a scaffold split, a smoke run) is not shown the batch's verdicts
     other = dict(record, config={"seed": 0, "split": "scaffold"})
-    text = verdicts.findings_for("00_toy", other, tmp_path / "reports")
+    text = findings_for("00_toy", other, tmp_path / "reports")
     assert "**Across seeds**" not in text and "made with this run's configuration" in text
 
 

@@ -1,4 +1,4 @@
-"""Tests of molft_utils.influence: ridge regression (closed form, exact retraining) and a tiny network."""
+"""Tests of molft_utils.methods.influence: ridge regression (closed form, exact retraining) and a tiny network."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from molft_utils import influence as inf
-from molft_utils.models import RegressionModel
+from molft_utils.methods import influence as inf
+from molft_utils.models.backbone import RegressionModel
 
 TINY_SMILES = ["CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1", "C[C@@H](N)C(=O)O", "O=[N+]([O-])c1ccccc1", "CCN(CC)CC"]
 

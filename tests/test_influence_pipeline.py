@@ -1,4 +1,4 @@
-"""Tests of molft_utils.influence_pipeline: head influence on features, verification helpers, retraining."""
+"""Tests of molft_utils.runs.influence_runs: head influence on features, verification helpers, retraining."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 import torch
 
-from molft_utils import influence as inf
-from molft_utils import influence_pipeline as ip
-from molft_utils.models import RegressionModel
-from molft_utils.pipeline import FinetuneArtefact
-from molft_utils.runs import ModelCache
-from molft_utils.train import TargetScaler, TrainConfig
+from molft_utils.core.records import ModelCache
+from molft_utils.methods import influence as inf
+from molft_utils.models.backbone import RegressionModel
+from molft_utils.runs import influence_runs as ip
+from molft_utils.runs.finetune import FinetuneArtefact
+from molft_utils.training.train import TargetScaler, TrainConfig
 
 torch.set_num_threads(1)
 
@@ -153,3 +153,14 @@ def test_influence_settings_are_shared_defaults():
     assert ip.influence_settings(True)["lissa_depth"] == 200
     assert ip.influence_settings(False, lissa_depth=50)["lissa_depth"] == 50
     assert ip.influence_settings(False, 0.1)["damping_fraction"] == 0.1
+
+
+def test_one_set_of_solver_defaults() -> None:
+    """head_influence, cached_head_influence and influence_settings share SOLVER_DEFAULTS."""
+    import inspect
+
+    for fn in (ip.head_influence, ip.cached_head_influence):
+        params = inspect.signature(fn).parameters
+        assert {k: params[k].default for k in ip.SOLVER_DEFAULTS} == ip.SOLVER_DEFAULTS, fn.__name__
+    assert ip.influence_settings() == ip.SOLVER_DEFAULTS
+    assert ip.influence_settings(smoke=True)["lissa_depth"] == min(200, ip.SOLVER_DEFAULTS["lissa_depth"])

@@ -1,4 +1,4 @@
-"""Tests for molft_utils.metrics."""
+"""Tests for molft_utils.training.metrics."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from molft_utils.metrics import aggregate, format_mean_std, regression_metrics
+from molft_utils.training.metrics import aggregate, format_mean_std, regression_metrics
 
 
 def test_hand_computed_values():

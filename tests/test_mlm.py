@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from conftest import TINY_SMILES
 
-from molft_utils.mlm import MLMConfig, evaluate_mlm, train_mlm
+from molft_utils.training.mlm import MLMConfig, evaluate_mlm, train_mlm
 
 
 def test_mlm_training_lowers_held_out_loss(tokenizer, tiny_mlm):
@@ -20,7 +20,7 @@ def test_interrupted_mlm_run_resumes_to_the_same_weights(tmp_path, tokenizer, ti
 
     import torch
 
-    import molft_utils.mlm as mlm
+    import molft_utils.training.mlm as mlm
 
     cfg = MLMConfig(max_steps=10, batch_size=8, checkpoint_every=5, mixed_precision="no")
     twin = copy.deepcopy(tiny_mlm)

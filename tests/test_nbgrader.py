@@ -1,7 +1,7 @@
 """The real nbgrader on lesson 01 (smoke mode): generate_assignment, then autograde a right and a wrong answer.
 
 This is the workflow course staff use (``nbgrader`` is in the dev extra); the source notebooks carry the
-nbgrader metadata written by ``python -m molft_utils.student --annotate notebooks``.
+nbgrader metadata written by ``python -m molft_utils.teaching.student --annotate notebooks``.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import nbformat
 import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 
-from molft_utils.batch import discover_notebooks
-from molft_utils.student import annotate, nbgrader_problems
+from molft_utils.runs.batch import discover_notebooks
+from molft_utils.teaching.student import annotate, nbgrader_problems
 
 NOTEBOOKS = discover_notebooks()
 LESSON = NOTEBOOKS[0]  # 01: the cheapest in smoke mode (02-05 first train 01's models)
@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_sources_carry_nbgrader_metadata(path: Path) -> None:
     nb = nbformat.read(path, as_version=4)
-    assert annotate(nb, path.stem[:2]) == nb, "run: python -m molft_utils.student --annotate notebooks"
+    assert annotate(nb, path.stem[:2]) == nb, "run: python -m molft_utils.teaching.student --annotate notebooks"
     assert nbgrader_problems(nb, path.name) == []
     kinds = [c.metadata.get("nbgrader", {}) for c in nb.cells]
     assert sum(k.get("grade", False) and not k.get("solution") for k in kinds) >= 4  # autograded checks
@@ -88,6 +88,7 @@ def course(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, st
     return root, env
 
 
+@pytest.mark.notebooks
 def test_release_has_no_solution(course: tuple[Path, dict[str, str]]) -> None:
     root, _ = course
     released = (root / "release" / ASSIGNMENT / LESSON.name).read_text(encoding="utf-8")
@@ -97,6 +98,7 @@ def test_release_has_no_solution(course: tuple[Path, dict[str, str]]) -> None:
     assert any("Model answer" in c.source for c in source.cells)  # the staff answer is in the source only
 
 
+@pytest.mark.notebooks
 def test_autograde_scores(course: tuple[Path, dict[str, str]]) -> None:
     from nbgrader.api import Gradebook
 
@@ -115,9 +117,10 @@ def test_autograde_scores(course: tuple[Path, dict[str, str]]) -> None:
         assert right.needs_manual_grade  # the interpretation answer waits for a person
 
 
+@pytest.mark.notebooks
 def test_executed_notebook_is_quiet(course: tuple[Path, dict[str, str]]) -> None:
     """The autograded (executed) smoke notebook: few progress outputs, no warnings a learner cannot act on."""
-    from molft_utils.notebook import count_progress_outputs
+    from molft_utils.runs.notebook import count_progress_outputs
 
     root, _ = course
     nb = nbformat.read(root / "autograded" / "right" / ASSIGNMENT / LESSON.name, as_version=4)

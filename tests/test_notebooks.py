@@ -8,9 +8,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from molft_utils.batch import discover_notebooks
-from molft_utils.pipeline import RECIPE
-from molft_utils.student import count_exercises
+from molft_utils.runs.batch import discover_notebooks
+from molft_utils.runs.finetune import RECIPE
+from molft_utils.teaching.student import count_exercises
 
 NOTEBOOKS = discover_notebooks()
 REQUIRED_PARAMETERS = {"seed", "model", "smoke", "out_dir", "dataset", "smiles_col", "label_col"}

@@ -1,4 +1,4 @@
-"""Tests of the notebook-04 helpers of molft_utils.peft_methods: budgets, subprocess memory, Pareto figure."""
+"""Tests of the notebook-04 helpers of molft_utils.methods.peft_methods: budgets, subprocess memory, Pareto figure."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import matplotlib
 import pytest
 import torch
 
-from molft_utils.peft_methods import (
+from molft_utils.methods.peft_methods import (
     encoder_without_weights,
     parameter_budget,
-    pareto_figure,
     training_memory_subprocess,
 )
+from molft_utils.runs.plotting import pareto_figure
 
 matplotlib.use("Agg")
 torch.set_num_threads(1)
@@ -69,8 +69,8 @@ def test_pareto_figure_front() -> None:
 
 
 def test_adalora_needs_two_steps(tokenizer, tiny_mlm) -> None:
-    from molft_utils.models import RegressionModel
-    from molft_utils.peft_methods import prepare
+    from molft_utils.methods.peft_methods import prepare
+    from molft_utils.models.backbone import RegressionModel
 
     with pytest.raises(ValueError, match="at least 2"):
         prepare(RegressionModel(tiny_mlm.roformer), "adalora", total_steps=1)

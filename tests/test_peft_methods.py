@@ -1,4 +1,4 @@
-"""Tests of molft_utils.peft_methods on tiny encoders (RoFormer and a fake MoLFormer-named tree)."""
+"""Tests of molft_utils.methods.peft_methods on tiny encoders (RoFormer and a fake MoLFormer-named tree)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ from torch import nn
 from transformers import PretrainedConfig, RoFormerModel
 from transformers.modeling_outputs import BaseModelOutput
 
-from molft_utils.models import RegressionModel
-from molft_utils.peft_methods import (
+from molft_utils.methods.peft_methods import (
     METHODS,
     AdaLoraSettings,
     LoraSettings,
@@ -26,8 +25,9 @@ from molft_utils.peft_methods import (
     peak_memory,
     prepare,
 )
-from molft_utils.pretrain import backbone_config
-from molft_utils.train import TrainConfig, fit
+from molft_utils.models.backbone import RegressionModel
+from molft_utils.pretraining.pretrain import backbone_config
+from molft_utils.training.train import TrainConfig, fit
 
 torch.set_num_threads(1)
 
@@ -367,3 +367,32 @@ def test_inference_seconds(tokenizer):
     assert 0 < seconds < 10
     with pytest.raises(ValueError):
         inference_seconds(model, tokenizer, SMILES, repeats=0)
+
+
+def test_a_new_peft_method_is_one_registration(tokenizer, monkeypatch):
+    """The registry's docstring example: a head-only method, registered once, is set up by prepare()."""
+    from dataclasses import dataclass
+
+    from molft_utils.core.registry import Registry
+    from molft_utils.methods.peft_methods import setup as pm  # the module whose registry prepare() reads
+
+    reg = Registry("fine-tuning method")
+    for name, entry in pm.PEFT_METHODS.items():
+        reg.register(name, entry)
+    monkeypatch.setattr(pm, "PEFT_METHODS", reg)
+
+    @dataclass
+    class HeadOnlySettings:
+        pass
+
+    def head_only(model, settings, hooks, total_steps):
+        hooks.trainable = pm._selector(lambda name: name.startswith("head."))
+        return []
+
+    reg.register("head-only", pm.PeftMethod(HeadOnlySettings, head_only))
+    setup = pm.prepare(RegressionModel(_tiny_roformer(tokenizer)), "head-only")
+    assert setup.n_trainable_backbone == 0 and setup.n_trainable > 0
+    assert isinstance(pm.default_settings("head-only"), HeadOnlySettings)
+    with pytest.raises(TypeError, match="head-only needs HeadOnlySettings"):
+        pm.prepare(RegressionModel(_tiny_roformer(tokenizer)), "head-only", LoraSettings())
+    assert pm.METHODS == ("full", "bitfit", "lora", "ia3", "adalora", "dora")

@@ -15,7 +15,7 @@ from conftest import TINY_SMILES
 from nbclient import NotebookClient
 from nbformat import v4
 
-from molft_utils.progress import progress_bar
+from molft_utils.core.progress import progress_bar
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,7 +31,10 @@ def _run(code: str, tqdm_disable: str | None) -> subprocess.CompletedProcess:
 
 
 def test_progress_flag_and_tqdm_disable() -> None:
-    code = "from molft_utils.progress import progress_bar as p\nprint(p([]).disable, p([], progress=False).disable)"
+    code = (
+        "from molft_utils.core.progress import progress_bar as p\n"
+        "print(p([]).disable, p([], progress=False).disable)"
+    )
     assert _run(code, None).stdout.split() == ["False", "True"]
     assert _run(code, "1").stdout.split() == ["True", "True"]  # the environment wins over progress=True
     with pytest.raises(TypeError, match="progress=False"):
@@ -41,10 +44,10 @@ def test_progress_flag_and_tqdm_disable() -> None:
 FIT_CODE = f"""
 import torch
 from transformers import RoFormerForMaskedLM
-from molft_utils.models import RegressionModel
-from molft_utils.pretrain import backbone_config
-from molft_utils.tokenizer import build_tokenizer
-from molft_utils.train import TrainConfig, fit
+from molft_utils.models.backbone import RegressionModel
+from molft_utils.pretraining.pretrain import backbone_config
+from molft_utils.models.tokenizer import build_tokenizer
+from molft_utils.training.train import TrainConfig, fit
 tok = build_tokenizer()
 smiles = {TINY_SMILES!r}
 labels = [0.1 * i for i in range(len(smiles))]
@@ -66,10 +69,10 @@ NOTEBOOK_CODE = """
 import os, torch
 os.environ.pop("TQDM_DISABLE", None)
 from transformers import RoFormerForMaskedLM
-from molft_utils.models import RegressionModel
-from molft_utils.pretrain import backbone_config
-from molft_utils.tokenizer import build_tokenizer
-from molft_utils.train import TrainConfig, fit
+from molft_utils.models.backbone import RegressionModel
+from molft_utils.pretraining.pretrain import backbone_config
+from molft_utils.models.tokenizer import build_tokenizer
+from molft_utils.training.train import TrainConfig, fit
 tok = build_tokenizer()
 smiles = {smiles!r}
 labels = [0.1 * i for i in range(len(smiles))]
@@ -104,6 +107,6 @@ def test_count_progress_outputs_helper() -> None:
         v4.new_output("display_data", data={"application/vnd.jupyter.widget-view+json": {"model_id": "a"}}),
         v4.new_output("stream", name="stdout", text="done\n"),
     ]
-    from molft_utils.notebook import count_progress_outputs
+    from molft_utils.runs.notebook import count_progress_outputs
 
     assert count_progress_outputs(nb) == 2

@@ -2,12 +2,12 @@ from __future__ import annotations
 
 import math
 
-from molft_utils.quality_gate import run_quality_gate
-from molft_utils.train import TrainConfig
+from molft_utils.pretraining.quality_gate import run_quality_gate
+from molft_utils.training.train import TrainConfig
 
 
 def test_quality_gate_smoke_runs_every_method_and_writes_nothing():
-    from molft_utils.models import DEFAULT_BACKBONE
+    from molft_utils.models.backbone import DEFAULT_BACKBONE
 
     def snapshot():
         return {p.name: p.stat().st_mtime_ns for p in DEFAULT_BACKBONE.iterdir()}

@@ -8,9 +8,7 @@ import torch
 from conftest import TINY_SMILES
 from transformers import RoFormerModel
 
-from molft_utils.models import RegressionModel
-from molft_utils.pretrain import backbone_config
-from molft_utils.robust import (
+from molft_utils.methods.robust import (
     LayerwiseInterpolation,
     bss_hooks,
     bss_penalty,
@@ -29,7 +27,10 @@ from molft_utils.robust import (
     uniform_soup,
     wise_ft,
 )
-from molft_utils.train import TargetScaler, TrainConfig, _encode, _pad, fit, predict
+from molft_utils.models.backbone import RegressionModel
+from molft_utils.pretraining.pretrain import backbone_config
+from molft_utils.training.collate import collate, encode
+from molft_utils.training.train import TargetScaler, TrainConfig, fit, predict
 
 torch.set_num_threads(1)
 
@@ -56,7 +57,7 @@ def _perturbed(model: RegressionModel, seed: int, scale: float = 0.05) -> Regres
 
 
 def _batch(tokenizer, smiles=SMILES):
-    return _pad(tokenizer, _encode(tokenizer, smiles), torch.device("cpu"))
+    return collate(tokenizer, encode(tokenizer, smiles), torch.device("cpu"))
 
 
 # ------------------------------------------------------------------------------------------- groups
@@ -338,7 +339,7 @@ def test_label_subset_nested_and_deterministic():
 
 # ------------------------------------------------------------------------------- few-shot protocol
 def test_repeats_for_steps_makes_epochs_of_at_least_eval_every_steps():
-    from molft_utils.robust import repeats_for_steps
+    from molft_utils.methods.robust import repeats_for_steps
 
     assert repeats_for_steps(50, 60, 16, 15) == (5, 4)  # 250 molecules = 16 steps per epoch, 60/16 -> 4 epochs
     assert repeats_for_steps(500, 60, 16, 15) == (1, 2)  # 32 steps per epoch
@@ -348,7 +349,7 @@ def test_repeats_for_steps_makes_epochs_of_at_least_eval_every_steps():
 
 
 def test_fit_steps_repeats_data_and_keeps_the_scaler(tokenizer):
-    from molft_utils.robust import fit_steps
+    from molft_utils.methods.robust import fit_steps
 
     model = _model(tokenizer, layers=1)
     res = fit_steps(model, tokenizer, SMILES[:4], Y[:4], SMILES, Y, steps=6, eval_every=3, config=QUICK)
@@ -359,7 +360,7 @@ def test_fit_steps_repeats_data_and_keeps_the_scaler(tokenizer):
 
 
 def test_train_method_variants(tokenizer):
-    from molft_utils.robust import train_method
+    from molft_utils.methods.robust import train_method
 
     backbone = _model(tokenizer, layers=3).backbone
     before = snapshot_state(backbone)
@@ -379,7 +380,7 @@ def test_train_method_variants(tokenizer):
 
 
 def test_run_setting_all_methods_consistent(tokenizer):
-    from molft_utils.robust import MECHANISM, POST_HOC_METHODS, TRAINED_METHODS, run_setting
+    from molft_utils.methods.robust import MECHANISM, POST_HOC_METHODS, TRAINED_METHODS, run_setting
 
     backbone = _model(tokenizer, layers=2).backbone
     part = (SMILES, Y)
@@ -411,3 +412,26 @@ def test_run_setting_all_methods_consistent(tokenizer):
     assert set(res.sweep_convergence["Feature-map"]) == {0.1, 1.0}
     with pytest.raises(ValueError):
         run_setting(backbone, tokenizer, part, part, part, cfg, ("Nope",), steps=2, eval_every=2)
+
+
+def test_a_new_robust_method_is_one_registration(tokenizer, monkeypatch):
+    from molft_utils.core.registry import Registry
+    from molft_utils.methods import robust
+    from molft_utils.methods.robust import protocol
+
+    reg = Registry("trained robust method")
+    for name, entry in robust.TRAINED.items():
+        reg.register(name, entry)
+    monkeypatch.setattr(protocol, "TRAINED", reg)  # the registry train_method reads
+    seen = []
+
+    def build(o):
+        seen.append(o.strength)
+        return TrainConfig(**{**o.config.__dict__, "lr_head": 0.02}), robust.linear_probe_hooks()
+
+    reg.register("Head-only 0.02", robust.TrainedMethod("partial", build, "delta"))
+    backbone = _model(tokenizer, layers=2).backbone
+    with pytest.raises(ValueError, match="needs a strength"):
+        robust.train_method("Head-only 0.02", backbone, tokenizer, SMILES, Y, SMILES, Y, QUICK, 2, 2)
+    _, res = robust.train_method("Head-only 0.02", backbone, tokenizer, SMILES, Y, SMILES, Y, QUICK, 2, 2, strength=3.0)
+    assert seen == [3.0] and res.config["lr_head"] == 0.02

@@ -1,4 +1,4 @@
-"""Tests for molft_utils.runs."""
+"""Tests for molft_utils.core.records."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from molft_utils.runs import (
+from molft_utils.core.records import (
     ModelCache,
     config_hash,
     environment_info,
@@ -17,6 +17,7 @@ from molft_utils.runs import (
     write_json_atomic,
     write_result,
 )
+from molft_utils.core.settings import reload_settings
 
 
 @dataclasses.dataclass
@@ -109,4 +110,6 @@ def test_cache_key_mismatch_and_code_version(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="code_version"):
         cache.path_for("ft", {"x": 1})
     monkeypatch.setenv("MOLFT_CACHE", str(tmp_path / "env"))
-    assert ModelCache().root == tmp_path / "env"
+    assert ModelCache().root != tmp_path / "env"  # the environment is read once ...
+    reload_settings()
+    assert ModelCache().root == tmp_path / "env"  # ... and again on request

@@ -1,4 +1,4 @@
-"""Tests for molft_utils.selection (budgeted choice of external molecules)."""
+"""Tests for molft_utils.methods.selection (budgeted choice of external molecules)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ import torch
 from conftest import TINY_SMILES
 from rdkit import DataStructs
 
-from molft_utils.data import load_external_pool
-from molft_utils.models import RegressionModel
-from molft_utils.selection import (
+from molft_utils.data.loading import load_external_pool
+from molft_utils.methods.selection import (
     SELECTORS,
     allocate,
     ecfp4_bitvectors,
@@ -23,6 +22,7 @@ from molft_utils.selection import (
     stratified_sample,
     top_n,
 )
+from molft_utils.models.backbone import RegressionModel
 
 
 @pytest.fixture(scope="module")
@@ -247,7 +247,7 @@ def _frames(tokenizer):
 
 
 def test_merge_additions(tokenizer):
-    from molft_utils.selection import merge_additions
+    from molft_utils.methods.selection import merge_additions
 
     train, _, pool = _frames(tokenizer)
     merged = merge_additions(train, pool, [2, 0])
@@ -264,7 +264,7 @@ def test_merge_additions(tokenizer):
 def test_pool_label_noise():
     import pandas as pd
 
-    from molft_utils.selection import pool_label_noise
+    from molft_utils.methods.selection import pool_label_noise
 
     pool = pd.DataFrame({"smiles": ["A", "B", "C"], "smiles_flat": ["a", "b", "c"], "label": [1.0, 2.0, 3.0]})
     ref = pd.DataFrame({"smiles_flat": ["b", "b", "c", "d"], "label": [1.0, 2.0, 3.5, 0.0]})

@@ -1,4 +1,4 @@
-"""Tests for molft_utils.splits: random and scaffold splits, saved splits and pool leakage."""
+"""Tests for molft_utils.data.splits: random and scaffold splits, saved splits and pool leakage."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from molft_utils.data import LIPOPHILICITY, load_dataset, load_external_pool, load_lipophilicity
-from molft_utils.splits import (
+from molft_utils.data.loading import LIPOPHILICITY, load_dataset, load_external_pool, load_lipophilicity
+from molft_utils.data.splits import (
     SPLIT_DIR,
     Split,
     get_split,

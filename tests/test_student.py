@@ -1,4 +1,4 @@
-"""Tests for molft_utils.student (student-edition generator, nbgrader-style markup)."""
+"""Tests for molft_utils.teaching.student (student-edition generator, nbgrader-style markup)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import nbformat
 import pytest
 from nbformat import v4
 
-from molft_utils.student import (
+from molft_utils.teaching.student import (
     SolutionMarkupError,
     annotate,
     build_release,

@@ -10,8 +10,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from molft_utils.batch import discover_notebooks
-from molft_utils.student import BEGIN, CHECK_TAG, END, count_exercises, generate
+from molft_utils.runs.batch import discover_notebooks
+from molft_utils.teaching.student import BEGIN, CHECK_TAG, END, count_exercises, generate
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = discover_notebooks()
@@ -62,6 +62,7 @@ def test_regeneration_is_byte_identical(edition: Path, tmp_path: Path) -> None:
         assert (tmp_path / path.name).read_bytes() == path.read_bytes(), path.name
 
 
+@pytest.mark.notebooks
 def test_check_cells_fail_until_the_exercises_are_done(edition: Path, tmp_path: Path) -> None:
     """Executing the student edition of lesson 01 (smoke mode): every check cell raises."""
     nb = nbformat.read(edition / NOTEBOOKS[0].name, as_version=4)
@@ -104,7 +105,7 @@ def test_quiz_answer_key_matches_the_quiz(path: Path) -> None:
 
 
 def test_release_holds_no_staff_material(tmp_path: Path) -> None:
-    from molft_utils.student import build_release
+    from molft_utils.teaching.student import build_release
 
     out = tmp_path / "release"
     build_release(NOTEBOOKS[0].parent, out)
@@ -115,7 +116,7 @@ def test_release_holds_no_staff_material(tmp_path: Path) -> None:
     assert "reports/summary.md" in released_reports
     assert all(f == "reports/summary.md" or f.endswith(("/result.json", ".png")) for f in released_reports)
     assert any(f.endswith("/result.json") for f in released_reports) == any(REPO.glob("reports/*/**/result.json"))
-    assert {f"notebooks/{p.name}" for p in NOTEBOOKS} <= files and "molft_utils/student.py" in files
+    assert {f"notebooks/{p.name}" for p in NOTEBOOKS} <= files and "molft_utils/teaching/student.py" in files
     for path in NOTEBOOKS:
         text = (out / "notebooks" / path.name).read_text(encoding="utf-8")
         assert "BEGIN SOLUTION" not in text and "Model answer" not in text

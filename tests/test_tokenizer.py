@@ -3,9 +3,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from molft_utils.data import EXTERNAL_POOL, LIPOPHILICITY
-from molft_utils.models import DEFAULT_BACKBONE
-from molft_utils.tokenizer import build_tokenizer, load_tokenizer, split_smiles, unknown_token_rate
+from molft_utils.data.loading import EXTERNAL_POOL, LIPOPHILICITY
+from molft_utils.models.backbone import DEFAULT_BACKBONE
+from molft_utils.models.tokenizer import build_tokenizer, load_tokenizer, split_smiles, unknown_token_rate
 
 
 def test_regex_round_trip_on_both_data_files():

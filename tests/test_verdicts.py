@@ -1,4 +1,4 @@
-"""Interval, verdict and convergence logic of :mod:`molft_utils.verdicts` on constructed inputs."""
+"""Interval, verdict and convergence logic of :mod:`molft_utils.runs.verdicts` on constructed inputs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from molft_utils import verdicts as vd
+from molft_utils.runs import verdicts as vd
 
 CONVERGED = {"a": "converged", "ref": "converged"}
 
@@ -123,7 +123,7 @@ def test_combine_and_label() -> None:
 
 
 def test_pipeline_convergence_returns_the_documented_keys() -> None:
-    from molft_utils import pipeline
+    from molft_utils.runs import finetune as pipeline
 
     out = pipeline.convergence(_hist([1.0, 0.8, 0.7, 0.75, 0.76]), patience=2)
     assert out["stopped_early"] is True and out["converged"] is True  # documented key, now returned

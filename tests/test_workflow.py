@@ -1,4 +1,4 @@
-"""The Snakemake workflow (workflow/Snakefile) and the rerun rule it shares with molft_utils.batch."""
+"""The Snakemake workflow (workflow/Snakefile) and the rerun rule it shares with molft_utils.runs.batch."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import nbformat
 import pytest
 from test_batch_report import _toy_notebook
 
-from molft_utils import batch, cache_jobs
+from molft_utils.runs import batch, cache_jobs
 
 REPO = Path(__file__).resolve().parent.parent
 SNAKEFILE = REPO / "workflow" / "Snakefile"
@@ -102,6 +102,7 @@ def test_workflow_and_batch_agree_on_what_is_stale(tmp_path: Path) -> None:
     assert (out / "summary.md").is_file()
 
 
+@pytest.mark.notebooks
 def test_smoke_batch_through_snakemake(tmp_path: Path) -> None:
     """The five notebooks in smoke mode, one seed, one core; then an edit of one notebook re-runs only it."""
     nbs = tmp_path / "nbs"
@@ -147,9 +148,7 @@ def _done_spec(toy: Path, out: Path, smoke: bool = False) -> batch.RunSpec:
 
 def test_rerun_rule_reports_code_changed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     package = tmp_path / "pkg"
-    package.mkdir()
-    for src in batch.PACKAGE_DIR.glob("*.py"):
-        shutil.copy(src, package / src.name)
+    shutil.copytree(batch.PACKAGE_DIR, package, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(batch, "PACKAGE_DIR", package)
     (tmp_path / "nbs").mkdir()
     toy = _toy_notebook(tmp_path / "nbs" / "00_toy.ipynb")
@@ -158,9 +157,16 @@ def test_rerun_rule_reports_code_changed(tmp_path: Path, monkeypatch: pytest.Mon
     assert batch.rerun_reason(spec) is None
     assert spec.stamp.is_file() and spec.stamp.stat().st_mtime <= (spec.out_dir / "result.json").stat().st_mtime
 
-    (package / "batch.py").write_text((package / "batch.py").read_text() + "\n# orchestration only\n")
+    for orchestration in batch.ORCHESTRATION_MODULES:  # runs/batch.py, runs/cache_jobs.py
+        (package / orchestration).write_text((package / orchestration).read_text() + "\n# orchestration only\n")
     assert batch.rerun_reason(batch.plan_runs([toy], [0], out)[0]) is None
-    (package / "metrics.py").write_text((package / "metrics.py").read_text() + "\n# a change\n")
+    # a module inside a subpackage counts, and so does a module whose *name* is an orchestration module's elsewhere
+    (package / "training" / "batch.py").write_text("# not orchestration: same name, other subpackage\n")
+    assert batch.rerun_reason(batch.plan_runs([toy], [0], out)[0]) == "code changed"
+    (package / "training" / "batch.py").unlink()
+    assert batch.rerun_reason(batch.plan_runs([toy], [0], out)[0]) is None
+    metrics = package / "training" / "metrics.py"
+    metrics.write_text(metrics.read_text() + "\n# a change\n")
     changed = batch.plan_runs([toy], [0], out)[0]
     assert changed.identity["code_hash"] != spec.identity["code_hash"]
     assert batch.rerun_reason(changed) == "code changed"

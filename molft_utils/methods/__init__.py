@@ -1,0 +1,4 @@
+"""Layer 4, methods: the lessons' techniques (baseline, influence functions, data selection, PEFT, robust fine-tuning).
+
+Modules: ``baselines``, ``influence``, ``head_influence``, ``selection``, ``peft_methods``, ``robust``.
+"""

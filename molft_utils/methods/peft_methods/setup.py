@@ -1,0 +1,665 @@
+"""PEFT set-up: settings per method, target modules by role, the method registry, :func:`prepare`,
+merging and :func:`fine_tune`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import AdaLoraConfig, IA3Config, LoraConfig, PeftModel, get_peft_model
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from molft_utils.core.registry import Registry
+from molft_utils.models.backbone import RegressionModel
+from molft_utils.training.train import TrainHooks
+
+__all__ = [
+    "AdaLoraSettings",
+    "attention_targets",
+    "BitFitSettings",
+    "default_settings",
+    "DoraSettings",
+    "feedforward_targets",
+    "fine_tune",
+    "FullSettings",
+    "IA3Settings",
+    "LoraSettings",
+    "merge_adapters",
+    "merge_and_save",
+    "METHODS",
+    "NoTargetModulesError",
+    "PEFT_METHODS",
+    "PeftMethod",
+    "PeftSetup",
+    "prepare",
+]
+
+log = logging.getLogger(__name__)
+
+
+_ATTENTION_ROLES = {"query": ("query", "q_proj"), "key": ("key", "k_proj"), "value": ("value", "v_proj")}
+
+
+class NoTargetModulesError(ValueError):
+    """No module of the requested role was found in the backbone."""
+
+
+# ---------------------------------------------------------------------------------------------
+# settings
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FullSettings:
+    """Full fine-tuning: every parameter trains (nothing to set)."""
+
+
+@dataclass
+class BitFitSettings:
+    """BitFit: every bias of the encoder trains (plus the head).
+
+    Attributes
+    ----------
+    include_layernorm
+        Also train the LayerNorm biases (the BitFit paper trains all bias terms).
+    """
+
+    include_layernorm: bool = True
+
+
+@dataclass
+class LoraSettings:
+    """LoRA on self-attention.
+
+    Attributes
+    ----------
+    r, alpha, dropout
+        Rank, scaling numerator (update scaled by ``alpha / r``) and dropout on the LoRA input.
+    roles
+        Attention projections to adapt, a subset of ``("query", "key", "value")``.
+    feedforward
+        Also adapt the FFN: ``"none"``, ``"up"``, ``"down"`` or ``"both"``.
+    """
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.1
+    roles: tuple[str, ...] = ("query", "key", "value")
+    feedforward: str = "none"
+
+
+@dataclass
+class DoraSettings(LoraSettings):
+    """DoRA: LoRA on the direction of the weight plus a trainable magnitude vector."""
+
+
+@dataclass
+class AdaLoraSettings:
+    """AdaLoRA on self-attention.
+
+    Attributes
+    ----------
+    init_r, target_r
+        Initial rank of every adapted matrix and the average rank left after budget pruning.
+    alpha, dropout
+        As for LoRA.
+    warmup_fraction, final_fraction
+        ``tinit`` and ``tfinal`` of AdaLoRA as fractions of the total steps: steps before the
+        first pruning and steps at the end with a frozen rank pattern.
+    delta_t
+        Steps between two budget allocations.
+    beta1, beta2
+        EMA coefficients of the importance score and of its uncertainty.
+    orth_reg_weight
+        Weight of the orthogonality regulariser ``||P^T P - I||_F + ||Q Q^T - I||_F``.
+    roles
+        Attention projections to adapt.
+    """
+
+    init_r: int = 12
+    target_r: int = 8
+    alpha: int = 16
+    dropout: float = 0.1
+    warmup_fraction: float = 0.1
+    final_fraction: float = 0.2
+    delta_t: int = 10
+    beta1: float = 0.85
+    beta2: float = 0.85
+    orth_reg_weight: float = 0.5
+    roles: tuple[str, ...] = ("query", "key", "value")
+
+
+@dataclass
+class IA3Settings:
+    """(IA)³: learned rescaling of keys, values and the FFN intermediate activation.
+
+    Attributes
+    ----------
+    roles
+        Attention projections whose output is rescaled (the paper: key and value).
+    feedforward
+        Which FFN projection to adapt; ``"down"`` rescales its input, i.e. the intermediate
+        activation, as in the paper. ``"up"`` rescales the up-projection's output, ``"both"`` does
+        both.
+    """
+
+    roles: tuple[str, ...] = ("key", "value")
+    feedforward: str = "down"
+
+
+Settings = FullSettings | BitFitSettings | LoraSettings | DoraSettings | AdaLoraSettings | IA3Settings
+
+def default_settings(method: str) -> Settings:
+    """The default settings dataclass of ``method``."""
+    return PEFT_METHODS[method].settings()
+
+
+# ---------------------------------------------------------------------------------------------
+# target modules by role
+# ---------------------------------------------------------------------------------------------
+
+
+def _linear_children(module: nn.Module) -> dict[str, nn.Module]:
+    return {n: m for n, m in module.named_children() if isinstance(m, nn.Linear)}
+
+
+def attention_targets(backbone: nn.Module, roles: Sequence[str] = ("query", "key", "value")) -> list[str]:
+    """Full names of the self-attention projections of ``backbone``.
+
+    A module whose linear children are named ``query``/``key``/``value`` (BERT, RoFormer,
+    MoLFormer: ``encoder.layer.{i}.attention.self.query``) or ``q_proj``/``k_proj``/``v_proj`` is a
+    self-attention block; the requested projections of every such block are returned.
+
+    Parameters
+    ----------
+    backbone
+        The encoder (not wrapped by peft).
+    roles
+        Any of ``"query"``, ``"key"``, ``"value"``.
+
+    Raises
+    ------
+    NoTargetModulesError
+        When no self-attention projection is found.
+    """
+    unknown = set(roles) - set(_ATTENTION_ROLES)
+    if unknown or not roles:
+        raise ValueError(f"roles must be a non-empty subset of {tuple(_ATTENTION_ROLES)}, got {tuple(roles)}")
+    found: list[str] = []
+    for name, module in backbone.named_modules():
+        linears = _linear_children(module)
+        for spelling in range(2):
+            names = {role: _ATTENTION_ROLES[role][spelling] for role in _ATTENTION_ROLES}
+            if all(n in linears for n in names.values()):
+                found += [f"{name}.{names[role]}" if name else names[role] for role in roles]
+    if not found:
+        raise NoTargetModulesError(
+            f"no self-attention projections (query/key/value or q_proj/k_proj/v_proj linear layers) found in "
+            f"{type(backbone).__name__}"
+        )
+    return found
+
+
+def feedforward_targets(backbone: nn.Module, part: str = "both") -> list[str]:
+    """Full names of the feed-forward projections of every transformer layer of ``backbone``.
+
+    A transformer layer is recognised as a module with an ``intermediate`` child holding a linear
+    ``dense`` (the up-projection, hidden → intermediate) and an ``output`` child holding a linear
+    ``dense`` (the down-projection, intermediate → hidden). The attention output projection
+    (``attention.output.dense``) lives one level deeper, under ``attention``, and is therefore never
+    returned.
+
+    Parameters
+    ----------
+    backbone
+        The encoder (not wrapped by peft).
+    part
+        ``"up"`` (``intermediate.dense``), ``"down"`` (the layer's ``output.dense``) or ``"both"``.
+
+    Raises
+    ------
+    NoTargetModulesError
+        When no feed-forward block is found.
+    """
+    if part not in ("up", "down", "both"):
+        raise ValueError(f"part must be 'up', 'down' or 'both', got {part!r}")
+    found: list[str] = []
+    for name, module in backbone.named_modules():
+        children = dict(module.named_children())
+        up = children.get("intermediate")
+        down = children.get("output")
+        if up is None or down is None:
+            continue
+        up_dense, down_dense = getattr(up, "dense", None), getattr(down, "dense", None)
+        if not (isinstance(up_dense, nn.Linear) and isinstance(down_dense, nn.Linear)):
+            continue
+        if up_dense.out_features != down_dense.in_features:
+            continue
+        prefix = f"{name}." if name else ""
+        if part in ("up", "both"):
+            found.append(f"{prefix}intermediate.dense")
+        if part in ("down", "both"):
+            found.append(f"{prefix}output.dense")
+    if not found:
+        raise NoTargetModulesError(
+            "no feed-forward block (intermediate.dense + output.dense linear layers) found in "
+            f"{type(backbone).__name__}"
+        )
+    return found
+
+
+def _lora_targets(backbone: nn.Module, settings: LoraSettings | AdaLoraSettings) -> list[str]:
+    targets = attention_targets(backbone, settings.roles)
+    ff = getattr(settings, "feedforward", "none")
+    if ff != "none":
+        targets += feedforward_targets(backbone, ff)
+    return targets
+
+
+# ---------------------------------------------------------------------------------------------
+# prepare
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PeftSetup:
+    """A model ready for :func:`~molft_utils.training.train.fit` with one fine-tuning method.
+
+    Attributes
+    ----------
+    model
+        The regression model; for adapter methods ``model.backbone`` is a ``peft.PeftModel``.
+    hooks
+        Pass to ``fit(..., hooks=setup.hooks)``: selects the trainable parameters (and, for
+        AdaLoRA, adds the orthogonality regulariser and reallocates the rank budget).
+    method
+        One of :data:`METHODS`.
+    settings
+        The settings used.
+    n_trainable, n_total, percent_trainable
+        Trainable parameters (head included), all parameters of the prepared model (adapter
+        parameters included, as ``peft``'s ``print_trainable_parameters`` counts) and their ratio
+        in percent.
+    n_trainable_backbone
+        Trainable parameters without the head.
+    target_modules
+        Module names (relative to the backbone) that carry adapters; empty for full and BitFit.
+    """
+
+    model: RegressionModel
+    hooks: TrainHooks
+    method: str
+    settings: Settings
+    n_trainable: int
+    n_total: int
+    percent_trainable: float
+    n_trainable_backbone: int
+    target_modules: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """One flat row for a results table."""
+        return {
+            "method": self.method,
+            "n_trainable": self.n_trainable,
+            "n_trainable_backbone": self.n_trainable_backbone,
+            "n_total": self.n_total,
+            "percent_trainable": self.percent_trainable,
+            "settings": asdict(self.settings),
+        }
+
+
+def _selector(predicate: Callable[[str], bool]) -> Callable[[nn.Module], list[tuple[str, nn.Parameter]]]:
+    """A ``trainable`` hook: the head plus the parameters whose name satisfies ``predicate``.
+
+    Selection is by name, not by ``requires_grad``, because ``fit`` switches ``requires_grad`` on
+    for every parameter when it finishes.
+    """
+
+    def trainable(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+        return [(n, p) for n, p in model.named_parameters() if n.startswith("head.") or predicate(n)]
+
+    return trainable
+
+
+def _is_bias(include_layernorm: bool) -> Callable[[str], bool]:
+    def predicate(name: str) -> bool:
+        if not name.endswith("bias"):
+            return False
+        return include_layernorm or "layernorm" not in name.lower()
+
+    return predicate
+
+
+def _is_adapter(adapter: str, kinds: Sequence[str]) -> Callable[[str], bool]:
+    def predicate(name: str) -> bool:
+        parts = name.split(".")
+        return name.startswith("backbone.") and adapter in parts and any(k in parts for k in kinds)
+
+    return predicate
+
+
+def _adalora_orthogonal_penalty(backbone: PeftModel, adapter: str) -> torch.Tensor:
+    """AdaLoRA's regulariser: mean over adapted matrices of ``||P^T P - I||_F`` / ``||Q Q^T - I||_F``.
+
+    Same computation as ``peft.tuners.adalora.AdaLoraModel.forward``, which only adds it when the
+    wrapped model returns a ``loss`` (our encoder has no labels and returns none).
+    """
+    terms = []
+    for name, p in backbone.named_parameters():
+        parts = name.split(".")
+        if adapter not in parts or not ({"lora_A", "lora_B"} & set(parts)):
+            continue
+        cov = p @ p.T if "lora_A" in parts else p.T @ p
+        eye = torch.eye(*cov.shape, dtype=cov.dtype, device=cov.device)
+        terms.append(torch.linalg.matrix_norm(cov - eye, ord="fro"))
+    if not terms:
+        return torch.zeros(())
+    return torch.stack(terms).mean()
+
+
+@dataclass(frozen=True)
+class PeftMethod:
+    """A fine-tuning method :func:`prepare` can set up.
+
+    Attributes
+    ----------
+    settings
+        Its settings dataclass (defaults: ``settings()``).
+    setup
+        ``setup(model, settings, hooks, total_steps) -> target module names``: wraps ``model.backbone`` if the
+        method needs it and fills ``hooks`` (at least ``hooks.trainable``); :func:`prepare` does the checks, the
+        parameter counts and ``requires_grad``.
+    accepts
+        The settings type it accepts (default ``settings``; DoRA takes any :class:`LoraSettings`).
+    """
+
+    settings: type
+    setup: Callable[[RegressionModel, Any, TrainHooks, int | None], list[str]]
+    accepts: type | None = None
+
+    def __post_init__(self) -> None:
+        if self.accepts is None:
+            object.__setattr__(self, "accepts", self.settings)
+
+
+#: Fine-tuning methods by name; :func:`prepare`, :func:`default_settings` and :data:`METHODS` read it. A new
+#: method is one registration (plus its test)::
+#:
+#:     @dataclass
+#:     class HeadOnlySettings:
+#:         pass
+#:
+#:     def _head_only(model, settings, hooks, total_steps):
+#:         hooks.trainable = _selector(lambda name: name.startswith("head."))
+#:         return []  # no target modules
+#:
+#:     PEFT_METHODS.register("head-only", PeftMethod(HeadOnlySettings, _head_only))
+PEFT_METHODS: Registry[PeftMethod] = Registry("fine-tuning method")
+_ADAPTER = "default"
+
+
+def _setup_full(model: RegressionModel, settings: FullSettings, hooks: TrainHooks, total_steps: int | None) -> list:
+    hooks.trainable = _selector(lambda name: True)
+    return []
+
+
+def _setup_bitfit(model: RegressionModel, settings: BitFitSettings, hooks: TrainHooks, total_steps: int | None) -> list:
+    is_bias = _is_bias(settings.include_layernorm)
+    hooks.trainable = _selector(lambda name: name.startswith("backbone.") and is_bias(name))
+    return []
+
+
+def _lora_setup(dora: bool) -> Callable[[RegressionModel, LoraSettings, TrainHooks, int | None], list[str]]:
+    def setup(model: RegressionModel, settings: LoraSettings, hooks: TrainHooks, total_steps: int | None) -> list:
+        targets = _lora_targets(model.backbone, settings)
+        config = LoraConfig(
+            r=settings.r,
+            lora_alpha=settings.alpha,
+            lora_dropout=settings.dropout,
+            target_modules=targets,
+            bias="none",
+            use_dora=dora,
+        )
+        model.backbone = get_peft_model(model.backbone, config, adapter_name=_ADAPTER)
+        kinds = ("lora_A", "lora_B") + (("lora_magnitude_vector",) if dora else ())
+        hooks.trainable = _selector(_is_adapter(_ADAPTER, kinds))
+        return targets
+
+    return setup
+
+
+def _setup_ia3(model: RegressionModel, settings: IA3Settings, hooks: TrainHooks, total_steps: int | None) -> list:
+    targets = attention_targets(model.backbone, settings.roles)
+    ff = feedforward_targets(model.backbone, settings.feedforward)
+    targets += ff
+    # for feed-forward modules IA3 rescales the input (the intermediate activation for the
+    # down-projection), for the others the output
+    config = IA3Config(target_modules=targets, feedforward_modules=ff)
+    model.backbone = get_peft_model(model.backbone, config, adapter_name=_ADAPTER)
+    hooks.trainable = _selector(_is_adapter(_ADAPTER, ("ia3_l",)))
+    return targets
+
+
+def _setup_adalora(
+    model: RegressionModel, settings: AdaLoraSettings, hooks: TrainHooks, total_steps: int | None
+) -> list[str]:
+    if not total_steps or total_steps <= 0:
+        raise ValueError("AdaLoRA needs total_steps (number of optimiser steps of the run)")
+    if total_steps < 2:
+        # peft's final budget allocation reads importance scores gathered in earlier steps
+        raise ValueError("AdaLoRA needs at least 2 optimiser steps (total_steps >= 2)")
+    targets = _lora_targets(model.backbone, settings)
+    tinit = int(settings.warmup_fraction * total_steps)
+    tfinal = int(settings.final_fraction * total_steps)
+    if tinit >= total_steps - tfinal:
+        tinit, tfinal = 0, 0
+        log.warning("AdaLoRA: %d steps too few for warm-up/final phases; both set to 0", total_steps)
+    config = AdaLoraConfig(
+        init_r=settings.init_r,
+        target_r=settings.target_r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        tinit=tinit,
+        tfinal=tfinal,
+        deltaT=settings.delta_t,
+        beta1=settings.beta1,
+        beta2=settings.beta2,
+        orth_reg_weight=settings.orth_reg_weight,
+        total_step=total_steps,
+        target_modules=targets,
+    )
+    model.backbone = get_peft_model(model.backbone, config, adapter_name=_ADAPTER)
+    hooks.trainable = _selector(_is_adapter(_ADAPTER, ("lora_A", "lora_B", "lora_E")))
+    weight = settings.orth_reg_weight
+
+    def extra_loss(m: RegressionModel, batch: dict, pred: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        return weight * _adalora_orthogonal_penalty(m.backbone, _ADAPTER).to(pred.device)
+
+    def after_optimizer_step(m: RegressionModel, global_step: int) -> None:
+        m.backbone.base_model.update_and_allocate(global_step)
+
+    hooks.extra_loss = extra_loss if weight > 0 else None
+    hooks.after_optimizer_step = after_optimizer_step
+    return targets
+
+
+PEFT_METHODS.register("full", PeftMethod(FullSettings, _setup_full))
+PEFT_METHODS.register("bitfit", PeftMethod(BitFitSettings, _setup_bitfit))
+PEFT_METHODS.register("lora", PeftMethod(LoraSettings, _lora_setup(dora=False)))
+PEFT_METHODS.register("ia3", PeftMethod(IA3Settings, _setup_ia3))
+PEFT_METHODS.register("adalora", PeftMethod(AdaLoraSettings, _setup_adalora))
+PEFT_METHODS.register("dora", PeftMethod(DoraSettings, _lora_setup(dora=True), accepts=LoraSettings))
+#: The built-in methods, in the lesson's order (a view of :data:`PEFT_METHODS` at import).
+METHODS = PEFT_METHODS.names()
+
+
+def prepare(
+    model: RegressionModel,
+    method: str,
+    settings: Settings | None = None,
+    total_steps: int | None = None,
+) -> PeftSetup:
+    """Set up ``model`` for fine-tuning with ``method``.
+
+    Parameters
+    ----------
+    model
+        A fresh :class:`~molft_utils.models.backbone.RegressionModel` (its backbone not yet wrapped). For
+        adapter methods the backbone is replaced in place by the ``peft`` wrapper.
+    method
+        One of :data:`METHODS`.
+    settings
+        The method's settings dataclass; defaults from :func:`default_settings`.
+    total_steps
+        Number of optimiser steps of the run (``epochs * ceil(n_train / batch_size)``); required
+        by AdaLoRA, ignored otherwise.
+
+    Returns
+    -------
+    PeftSetup
+        The model, the :class:`~molft_utils.training.train.TrainHooks` for ``fit`` and parameter counts.
+    """
+    spec = PEFT_METHODS[method]
+    settings = settings if settings is not None else spec.settings()
+    if not isinstance(settings, spec.accepts):
+        raise TypeError(f"{method} needs {spec.accepts.__name__}, got {type(settings).__name__}")
+    if isinstance(model.backbone, PeftModel):
+        raise ValueError("the backbone is already wrapped by peft; build a fresh RegressionModel")
+    hooks = TrainHooks()
+    targets = spec.setup(model, settings, hooks, total_steps)
+
+    chosen = hooks.trainable(model)
+    if isinstance(model.backbone, PeftModel):
+        # peft marks its adapter parameters trainable; the selection by name must agree with it
+        by_peft = {f"backbone.{n}" for n, p in model.backbone.named_parameters() if p.requires_grad}
+        by_name = {n for n, _ in chosen if not n.startswith("head.")}
+        if by_peft != by_name:
+            raise RuntimeError(
+                f"{method}: trainable-parameter selection disagrees with peft "
+                f"(only peft: {sorted(by_peft - by_name)[:3]}, only here: {sorted(by_name - by_peft)[:3]})"
+            )
+    n_trainable = sum(p.numel() for _, p in chosen)
+    n_head = sum(p.numel() for n, p in chosen if n.startswith("head."))
+    n_total = sum(p.numel() for p in model.parameters())
+    # mirror what fit() will do, so that requires_grad is meaningful before training too
+    chosen_ids = {id(p) for _, p in chosen}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in chosen_ids)
+    setup = PeftSetup(
+        model=model,
+        hooks=hooks,
+        method=method,
+        settings=settings,
+        n_trainable=n_trainable,
+        n_total=n_total,
+        percent_trainable=100.0 * n_trainable / n_total,
+        n_trainable_backbone=n_trainable - n_head,
+        target_modules=targets,
+    )
+    log.info(
+        "%s: %d of %d parameters trainable (%.2f %%, %d in the backbone)",
+        method,
+        n_trainable,
+        n_total,
+        setup.percent_trainable,
+        setup.n_trainable_backbone,
+    )
+    return setup
+
+
+# ---------------------------------------------------------------------------------------------
+# merge and save
+# ---------------------------------------------------------------------------------------------
+
+
+def merge_adapters(model: RegressionModel) -> RegressionModel:
+    """Fold LoRA/DoRA/AdaLoRA/IA3 adapters into the base weights, in place.
+
+    After merging ``model.backbone`` is the plain encoder again (``merge_and_unload``); for full
+    fine-tuning and BitFit (no wrapper) the model is returned unchanged.
+    """
+    if isinstance(model.backbone, PeftModel):
+        model.backbone = model.backbone.merge_and_unload()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model
+
+
+def merge_and_save(model: RegressionModel, path: str | Path, extra: dict | None = None) -> Path:
+    """Merge the adapters into the backbone and save a plain :class:`RegressionModel` checkpoint.
+
+    The result loads with :meth:`RegressionModel.load` without ``peft``. ``model`` itself is merged
+    in place (its backbone is no longer a ``PeftModel`` afterwards).
+
+    Parameters
+    ----------
+    model
+        A model prepared by :func:`prepare` (any method) and trained.
+    path
+        Output folder.
+    extra
+        Metadata stored in ``regression.json`` next to ``{"merged_from": <peft type or None>}``.
+    """
+    peft_type = None
+    if isinstance(model.backbone, PeftModel):
+        peft_type = str(model.backbone.peft_config[model.backbone.active_adapter].peft_type.value)
+    merge_adapters(model)
+    return model.save(path, {"merged_from": peft_type} | (extra or {}))
+
+
+
+
+def fine_tune(
+    backbone: str | Path | None,
+    method: str,
+    train_smiles: Sequence[str],
+    train_y: Sequence[float],
+    valid_smiles: Sequence[str],
+    valid_y: Sequence[float],
+    config: Any,
+    settings: Settings | None = None,
+    progress: bool = False,
+) -> tuple[PeftSetup, Any, PreTrainedTokenizerBase]:
+    """Load ``backbone`` afresh, prepare ``method`` and train it with :func:`~molft_utils.training.train.fit`.
+
+    Every call starts from the same weights (``torch.manual_seed(config.seed)`` before the head is
+    built), so methods and learning rates are compared from an identical start.
+
+    Parameters
+    ----------
+    backbone
+        Folder or name for :func:`~molft_utils.models.backbone.load_backbone` (``None``: embedded default).
+    method
+        One of :data:`METHODS`.
+    train_smiles, train_y, valid_smiles, valid_y
+        Data; the validation part drives early stopping.
+    config
+        A :class:`~molft_utils.training.train.TrainConfig`; ``lr_backbone`` is the rate of every trainable
+        encoder parameter, adapters included.
+    settings
+        Method settings (defaults from :func:`default_settings`).
+
+    Returns
+    -------
+    tuple
+        The :class:`PeftSetup` (its model trained, best epoch restored), the
+        :class:`~molft_utils.training.train.FitResult` and the tokenizer.
+    """
+    from molft_utils.models.backbone import load_backbone
+    from molft_utils.training.train import fit
+
+    encoder, tokenizer = load_backbone(backbone)
+    torch.manual_seed(config.seed)
+    model = RegressionModel(encoder)
+    total_steps = config.epochs * -(-len(train_smiles) // config.batch_size)
+    setup = prepare(model, method, settings, total_steps=total_steps)
+    result = fit(
+        setup.model, tokenizer, list(train_smiles), list(train_y), list(valid_smiles), list(valid_y), config,
+        hooks=setup.hooks, progress=progress,
+    )
+    return setup, result, tokenizer

@@ -1,0 +1,4 @@
+"""Layer 2, models: the SMILES tokenizer, backbones and the regression model, the model card.
+
+Modules: ``tokenizer``, ``backbone``, ``model_card``.
+"""

@@ -1,0 +1,461 @@
+"""Run the numbered notebooks over seeds with papermill, then build the report.
+
+::
+
+    python -m molft_utils.runs.batch                       # every notebook, seeds 0 1 2, then the report
+    python -m molft_utils.runs.batch --notebooks notebooks/01_finetune_and_mlm.ipynb --seeds 0 -p epochs=5
+    python -m molft_utils.runs.batch --smoke --out /tmp/smoke-reports
+
+Each (notebook, seed) run is executed into ``<out>/<notebook>/seed=<s>/<notebook>.ipynb`` (with an
+``<override-tag>/`` level when ``-p`` overrides are given), with the papermill parameters ``seed``,
+``smoke`` and ``out_dir``; the notebook writes its figures and ``result.json`` there. An override
+is passed only to the notebooks whose ``parameters`` cell declares it, and only when it differs
+from that notebook's default (an override that no notebook declares is an error).
+
+This runner is the single-machine front end; ``workflow/Snakefile`` runs the same plan on a
+cluster. Both use this module's rerun rule (:func:`plan_runs` → :attr:`RunSpec.identity`,
+:func:`rerun_reason`), and every Snakemake job executes its run through this module
+(``--expect-hash``), so the two never disagree about what a run is or when it is stale.
+
+* **Rerun rule.** A run's identity is its notebook's source cells, a hash of the package source
+  (:func:`code_hash`: ``molft_utils/*.py`` except the orchestration modules) and its parameters.
+  After a successful run the runner writes ``batch.json`` (identity and time) and a stamp
+  ``.identity/<run_hash>.json`` (the file the Snakemake workflow depends on). A run is redone when
+  :func:`rerun_reason` gives a reason: ``new`` (no result or no record), ``notebook changed``,
+  ``code changed`` or ``parameters changed``; the runner logs it. An interrupted batch, started
+  again, redoes only what is missing (``--force`` reruns everything).
+* **Failures.** A notebook that raises is kept with its error (papermill writes the executed
+  notebook up to the failing cell); the runner goes on with the other runs and exits with status 1,
+  listing what failed. The later notebooks of the same seed still run.
+* **Parallel.** ``--jobs N`` runs N seeds at a time (notebooks of one seed run in order, because
+  later notebooks reuse earlier ones' cached models); each job gets ``cpu_count // N`` torch threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import hashlib
+import json
+import logging
+import os
+import re
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+
+from molft_utils.core.records import REPO_ROOT, config_hash, write_json_atomic
+
+__all__ = [
+    "RunOutcome",
+    "RunSpec",
+    "code_hash",
+    "discover_notebooks",
+    "main",
+    "notebook_defaults",
+    "plan_runs",
+    "rerun_reason",
+    "sync_stamp",
+    "run_batch",
+]
+
+log = logging.getLogger(__name__)
+
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+REPORT_DIR = REPO_ROOT / "reports"
+BATCH_FILE = "batch.json"
+IDENTITY_DIR = ".identity"
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+#: Modules that only orchestrate runs (never imported by a notebook), as paths relative to :data:`PACKAGE_DIR`;
+#: they do not count in :func:`code_hash`.
+ORCHESTRATION_MODULES = ("runs/batch.py", "runs/cache_jobs.py")
+
+
+def discover_notebooks(directory: Path = NOTEBOOK_DIR) -> list[Path]:
+    """The numbered notebooks ``NN_*.ipynb`` in ``directory``, in order."""
+    return sorted(p for p in directory.glob("[0-9][0-9]_*.ipynb") if p.is_file())
+
+
+def notebook_source_hash(path: Path) -> str:
+    """Hash of the cell types and sources (outputs and metadata do not count)."""
+    nb = nbformat.read(path, as_version=4)
+    text = json.dumps([(c.cell_type, c.source) for c in nb.cells])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def code_hash(package: Path | None = None) -> str:
+    """Hash of the package's source files (``**/*.py`` except :data:`ORCHESTRATION_MODULES`), by path and content.
+
+    ``package`` defaults to :data:`PACKAGE_DIR` (this ``molft_utils``, all its subpackages).
+    """
+    digest = hashlib.sha256()
+    root = Path(package or PACKAGE_DIR)
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        if rel in ORCHESTRATION_MODULES or "__pycache__" in path.parts:
+            continue
+        digest.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def notebook_defaults(path: Path) -> dict[str, object]:
+    """The parameters a notebook declares, with their defaults (from its ``parameters`` cell).
+
+    A default that is not a Python literal is kept as its source text.
+    """
+    nb = nbformat.read(path, as_version=4)
+    cells = [c for c in nb.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
+    if len(cells) != 1:
+        raise ValueError(f"{path}: expected exactly one cell tagged 'parameters', found {len(cells)}")
+    defaults: dict[str, object] = {}
+    for node in ast.parse(cells[0].source).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                defaults[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                defaults[node.targets[0].id] = ast.unparse(node.value)
+    return defaults
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """``key=value`` → (key, python literal or string)."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"parameter override must look like key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        value = raw
+    return key.strip(), value
+
+
+def _tag_value(value: object) -> str:
+    """A short, file-name-safe form of an override value; a path becomes ``<stem>-<hash of the full path>``."""
+    text = str(value)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    if "/" in text or "\\" in text or text.lower().endswith(".csv"):
+        return re.sub(r"[^A-Za-z0-9._+-]+", "_", Path(text).name.split(".")[0] or "path")[:40] + f"-{digest}"
+    safe = re.sub(r"[^A-Za-z0-9._+-]+", "_", text)
+    return safe if safe == text and len(safe) <= 60 else f"{safe[:40]}-{digest}"  # keep distinct values distinct
+
+
+def _override_tag(overrides: dict) -> str:
+    return ",".join(f"{k}={_tag_value(overrides[k])}" for k in sorted(overrides))
+
+
+def _resolve_dataset(overrides: dict) -> dict:
+    """Make a relative ``dataset=`` path absolute (papermill runs the notebooks in ``notebooks/``)."""
+    value = overrides.get("dataset")
+    if isinstance(value, str) and Path(value).expanduser().is_file():
+        overrides = overrides | {"dataset": str(Path(value).expanduser().resolve())}
+    return overrides
+
+
+@dataclass
+class RunSpec:
+    """One (notebook, seed) execution."""
+
+    notebook: Path
+    seed: int
+    parameters: dict
+    out_dir: Path
+    identity: dict
+    overrides: dict = field(default_factory=dict)
+
+    @property
+    def run_hash(self) -> str:
+        """Short hash of :attr:`identity` (notebook name and source hash, code hash, parameters)."""
+        return config_hash(self.identity)
+
+    @property
+    def output_notebook(self) -> Path:
+        return self.out_dir / self.notebook.name
+
+    @property
+    def stamp(self) -> Path:
+        """``.identity/<run_hash>.json``: exists once a run with this identity succeeded (or is scheduled)."""
+        return self.out_dir / IDENTITY_DIR / f"{self.run_hash}.json"
+
+    def is_done(self) -> bool:
+        """True when a previous run with the same identity left a result."""
+        return rerun_reason(self) is None
+
+
+def _recorded_identity(spec: RunSpec) -> dict | None:
+    try:
+        record = json.loads((spec.out_dir / BATCH_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def rerun_reason(spec: RunSpec) -> str | None:
+    """Why ``spec`` must run, or None when a result with the same identity exists.
+
+    The one rerun rule of the batch runner and the Snakemake workflow. Returns ``"new"`` (no
+    ``result.json`` or no ``batch.json`` record), ``"notebook changed"``, ``"code changed"`` (package
+    source differs, or the record predates code hashing) or ``"parameters changed"``.
+    """
+    if not (spec.out_dir / "result.json").is_file():
+        return "new"
+    record = _recorded_identity(spec)
+    if record is None:
+        return "new"
+    old = record.get("identity")
+    if not isinstance(old, dict):  # a record from before identities were stored: only its hash is known
+        return "code changed"  # its hash did not cover the package code
+    if config_hash(old) == spec.run_hash:
+        return None
+    new = spec.identity
+    if old.get("notebook") != new["notebook"] or old.get("notebook_hash") != new["notebook_hash"]:
+        return "notebook changed"
+    if old.get("code_hash") != new["code_hash"]:
+        return "code changed"
+    return "parameters changed"
+
+
+@dataclass
+class RunOutcome:
+    spec: RunSpec
+    status: str  # "done" | "skipped" | "failed"
+    seconds: float = 0.0
+    error: str = ""
+    reason: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def plan_runs(
+    notebooks: Sequence[Path],
+    seeds: Sequence[int],
+    out: Path,
+    overrides: dict | None = None,
+    smoke: bool = False,
+    strict: bool = True,
+) -> list[RunSpec]:
+    """Every (notebook, seed) run with its parameters, output folder and identity.
+
+    An override is applied to a notebook only when its ``parameters`` cell declares it and the value
+    differs from that notebook's default. With ``strict``, an override no notebook declares raises
+    :class:`ValueError` (a misspelt parameter would otherwise be ignored silently).
+    """
+    overrides = _resolve_dataset(dict(overrides or {}))
+    out = Path(out).resolve()  # papermill changes the process's working directory while it runs
+    code = code_hash()
+    specs = []
+    declared: set[str] = set()
+    for nb in (Path(n).resolve() for n in notebooks):
+        src_hash = notebook_source_hash(nb)
+        defaults = notebook_defaults(nb)
+        declared |= set(defaults)
+        own = {k: v for k, v in overrides.items() if k in defaults and defaults[k] != v}
+        for seed in seeds:
+            base = out / nb.stem
+            if own:
+                base = base / _override_tag(own)
+            out_dir = base / f"seed={seed}"
+            params = {"seed": int(seed), "smoke": bool(smoke), **own}
+            identity = {"notebook": nb.name, "notebook_hash": src_hash, "code_hash": code, "parameters": params}
+            specs.append(RunSpec(nb, int(seed), params | {"out_dir": str(out_dir)}, out_dir, identity, own))
+    unknown = sorted(set(overrides) - declared - {"seed", "smoke", "out_dir"})
+    if strict and unknown:
+        raise ValueError(f"no notebook among {[Path(n).name for n in notebooks]} has the parameter(s) {unknown}")
+    return specs
+
+
+def _execute(spec: RunSpec, kernel: str, timeout: int | None) -> RunOutcome:
+    import papermill as pm
+
+    spec.out_dir.mkdir(parents=True, exist_ok=True)
+    (spec.out_dir / BATCH_FILE).unlink(missing_ok=True)
+    spec.stamp.unlink(missing_ok=True)  # recreated (older than the outputs) only when this run succeeds
+    started = time.time()
+    t0 = time.perf_counter()
+    log.info("running %s seed=%d → %s", spec.notebook.name, spec.seed, spec.output_notebook)
+    try:
+        pm.execute_notebook(
+            str(spec.notebook),
+            str(spec.output_notebook),
+            parameters=spec.parameters,
+            kernel_name=kernel,
+            cwd=str(spec.notebook.parent),
+            progress_bar=False,
+            execution_timeout=timeout,
+        )
+    except Exception as err:  # papermill keeps the executed notebook with the error
+        seconds = time.perf_counter() - t0
+        first = str(err).strip().splitlines()
+        log.error(
+            "FAILED %s seed=%d after %.0f s: %s", spec.notebook.name, spec.seed, seconds, first[-1] if first else err
+        )
+        return RunOutcome(spec, "failed", seconds, f"{type(err).__name__}: {first[-1] if first else err}")
+    seconds = time.perf_counter() - t0
+    if not (spec.out_dir / "result.json").is_file():
+        return RunOutcome(spec, "failed", seconds, "the notebook ran but wrote no result.json")
+    record = {
+        "run_hash": spec.run_hash,
+        "identity": spec.identity,
+        "parameters": spec.parameters,
+        "seconds": seconds,
+        "notebook": spec.notebook.name,
+    }
+    write_json_atomic(spec.out_dir / BATCH_FILE, record)
+    write_stamp(spec, started)
+    log.info("done %s seed=%d in %.0f s", spec.notebook.name, spec.seed, seconds)
+    return RunOutcome(spec, "done", seconds)
+
+
+def write_stamp(spec: RunSpec, mtime: float | None = None) -> Path:
+    """Write ``spec.stamp`` (the identity) and remove the stamps of earlier identities.
+
+    ``mtime`` (the run's start) keeps the stamp older than the run's outputs, as the workflow expects.
+    """
+    for old in spec.stamp.parent.glob("*.json"):
+        if old != spec.stamp:
+            old.unlink(missing_ok=True)
+    write_json_atomic(spec.stamp, spec.identity)
+    if mtime is not None:
+        os.utime(spec.stamp, (mtime, mtime))
+    return spec.stamp
+
+
+def sync_stamp(spec: RunSpec) -> str | None:
+    """Apply :func:`rerun_reason` to ``spec.stamp``, the file the Snakemake workflow's run job depends on.
+
+    * up to date: the stamp exists and is older than ``result.json`` (written if missing, e.g. a copied folder);
+    * stale with a result (notebook, code or parameters changed): the stamp is (re)written now, newer than
+      the outputs, so Snakemake reruns the job whether or not it has provenance records of its own;
+    * new: left to the workflow's ``identity`` job.
+
+    Returns the reason, as :func:`rerun_reason`.
+    """
+    reason = rerun_reason(spec)
+    result = spec.out_dir / "result.json"
+    if reason is None:
+        older = result.stat().st_mtime - 1
+        if not spec.stamp.is_file():
+            write_stamp(spec, older)
+        elif spec.stamp.stat().st_mtime >= result.stat().st_mtime:
+            os.utime(spec.stamp, (older, older))
+    elif result.is_file():
+        write_json_atomic(spec.stamp, spec.identity)
+    return reason
+
+
+def run_batch(
+    specs: Sequence[RunSpec],
+    jobs: int = 1,
+    force: bool = False,
+    kernel: str = "python3",
+    timeout: int | None = None,
+) -> list[RunOutcome]:
+    """Execute ``specs``; runs of one seed in order, ``jobs`` seeds in parallel."""
+    by_seed: dict[int, list[RunSpec]] = {}
+    for s in specs:
+        by_seed.setdefault(s.seed, []).append(s)
+    if jobs > 1:
+        os.environ.setdefault("MOLFT_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
+
+    def run_seed(seed_specs: list[RunSpec]) -> list[RunOutcome]:
+        outcomes = []
+        for spec in seed_specs:
+            reason = "forced" if force else rerun_reason(spec)
+            if reason is None:
+                log.info("skip %s seed=%d (result with the same identity exists)", spec.notebook.name, spec.seed)
+                outcomes.append(RunOutcome(spec, "skipped"))
+                continue
+            log.info("run %s seed=%d: %s", spec.notebook.name, spec.seed, reason)
+            outcome = _execute(spec, kernel, timeout)
+            outcome.reason = reason
+            outcomes.append(outcome)
+        return outcomes
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        results = list(pool.map(run_seed, by_seed.values()))
+    return [o for seed_outcomes in results for o in seed_outcomes]
+
+
+def _write_log(out: Path, outcomes: Sequence[RunOutcome], wall: float) -> None:
+    record = {
+        "wall_seconds": wall,
+        "runs": [
+            {
+                "notebook": o.spec.notebook.name,
+                "seed": o.spec.seed,
+                "status": o.status,
+                "reason": o.reason,
+                "seconds": o.seconds,
+                "error": o.error,
+                "out_dir": str(o.spec.out_dir),
+            }
+            for o in outcomes
+        ],
+    }
+    write_json_atomic(out / "batch_log.json", record)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line entry point; returns the exit status (1 when any run failed)."""
+    p = argparse.ArgumentParser(description="Run the notebooks over seeds with papermill, then the report.")
+    p.add_argument("--notebooks", type=Path, nargs="+", help="default: every notebooks/NN_*.ipynb")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("-p", "--param", type=parse_override, action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes (as in the tests)")
+    p.add_argument("--out", type=Path, default=None, help="default: reports/ (reports-smoke/ with --smoke)")
+    p.add_argument("--jobs", type=int, default=1, help="seeds run in parallel")
+    p.add_argument("--force", action="store_true", help="rerun runs that already have a result")
+    p.add_argument("--timeout", type=int, default=None, help="seconds per cell")
+    p.add_argument("--kernel", default="python3")
+    p.add_argument("--no-report", action="store_true")
+    p.add_argument("--no-log", action="store_true", help="do not write <out>/batch_log.json")
+    p.add_argument(
+        "--expect-hash",
+        help="the run hash the caller planned (the workflow's jobs pass it); a different plan is an error",
+    )
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    out = a.out or (REPO_ROOT / ("reports-smoke" if a.smoke else "reports"))
+    notebooks = [Path(n) for n in a.notebooks] if a.notebooks else discover_notebooks()
+    if not notebooks:
+        log.error("no notebooks to run")
+        return 1
+    try:
+        specs = plan_runs(notebooks, a.seeds, out, dict(a.param), a.smoke)
+    except ValueError as err:
+        log.error("%s", err)
+        return 1
+    if a.expect_hash and [s.run_hash for s in specs] != [a.expect_hash]:
+        log.error(
+            "planned run hash(es) %s differ from the expected %s: the notebook, the package code or the parameters "
+            "changed after the workflow was planned; start the workflow again",
+            [s.run_hash for s in specs],
+            a.expect_hash,
+        )
+        return 1
+    t0 = time.perf_counter()
+    outcomes = run_batch(specs, a.jobs, a.force, a.kernel, a.timeout)
+    wall = time.perf_counter() - t0
+    if not a.no_log:
+        _write_log(out, outcomes, wall)
+    if not a.no_report:
+        from molft_utils.runs.report import build_report
+
+        build_report(out)
+    failed = [o for o in outcomes if o.status == "failed"]
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
+    log.info("batch finished in %.0f s: %s", wall, counts)
+    if failed:
+        lines = [
+            f"  {o.spec.notebook.name} seed={o.spec.seed}: {o.error} (see {o.spec.output_notebook})" for o in failed
+        ]
+        print("FAILED runs:\n" + "\n".join(lines), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

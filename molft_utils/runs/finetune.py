@@ -1,0 +1,472 @@
+"""The shared experiment pipeline: task data, and cached fine-tuned / MLM-adapted models.
+
+Every notebook starts from the same few artefacts, so they are built once and reused through
+:class:`~molft_utils.core.records.ModelCache`, keyed by everything that determines them (data checksum,
+split, backbone weights, hyper-parameters, seed, code version):
+
+* :func:`load_task` — a data set (Lipophilicity by default, or any registered name / SMILES + label CSV,
+  see :mod:`molft_utils.data.datasets`) with its saved split, and the external pool (or, for a data set without
+  one, a seeded held-out part of the training split) with the molecules that overlap validation or test
+  removed (the overlap report is returned for display);
+* :func:`mlm_adapted_backbone` — the backbone after domain-adaptive MLM on the training SMILES plus the
+  pool's SMILES (no labels; never validation or test SMILES);
+* :func:`finetuned_model` — a :class:`~molft_utils.models.backbone.RegressionModel` fine-tuned with the
+  notebook-01 recipe from random initialisation, the pretrained or the MLM-adapted backbone.
+
+Smoke mode (``MOLFT_SMOKE=1``, used by the tests and CI) shrinks every part of the data so that each
+notebook executes in seconds; its cache entries have different keys from the real ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from transformers import AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from molft_utils.core.records import ModelCache, to_jsonable
+from molft_utils.core.settings import get_settings
+from molft_utils.data.datasets import DEFAULT_DATASET, DatasetSpec, get_dataset, is_registered_default
+from molft_utils.data.loading import md5
+from molft_utils.data.splits import Split, get_split, leakage_report, locate_split, remove_overlap
+from molft_utils.models.backbone import (
+    DEFAULT_BACKBONE,
+    MOLFORMER_ID,
+    MOLFORMER_REVISION,
+    RegressionModel,
+    load_backbone,
+    random_init_like,
+)
+from molft_utils.pretraining.corpus import sha256
+from molft_utils.training import convergence as _convergence
+from molft_utils.training.metrics import regression_metrics
+from molft_utils.training.mlm import MLMConfig, MLMHistory, train_mlm
+from molft_utils.training.train import FitResult, TargetScaler, TrainConfig, fit, predict
+
+__all__ = [
+    "POOL_FRACTION",
+    "SMOKE_SIZES",
+    "FinetuneArtefact",
+    "Task",
+    "backbone_identity",
+    "convergence",
+    "evaluate",
+    "finetuned_model",
+    "load_masked_lm",
+    "load_task",
+    "RECIPE",
+    "recipe_configs",
+    "mlm_adapted_backbone",
+    "resolve_smoke",
+]
+
+log = logging.getLogger(__name__)
+
+#: Molecules per part in smoke mode (train, valid, test, pool).
+SMOKE_SIZES = {"train": 64, "valid": 32, "test": 32, "pool": 40}
+#: Share of the training split held out as the pool (lessons 02, 03) for a data set without an external pool.
+POOL_FRACTION = 0.2
+#: Bump when the way an artefact is built changes; old cache entries are then never reused.
+CODE_VERSIONS = {"finetuned": "1", "mlm_adapted": "1"}
+
+
+#: The notebook-01 fine-tuning recipe. Notebook 01 states the same values in its parameters cell (a test
+#: checks they agree); later notebooks build their configurations with :func:`recipe_configs`, so they
+#: reuse notebook 01's cached models.
+RECIPE = {
+    "epochs": 15,
+    "patience": 5,
+    "batch_size": 32,
+    "lr_backbone": 1e-4,
+    "lr_head": 1e-3,
+    "mlm_epochs": 10,
+    "mlm_lr": 1e-4,
+    "mlm_batch_size": 64,
+}
+
+
+def recipe_configs(seed: int, smoke: bool = False, **overrides: float) -> tuple[TrainConfig, MLMConfig]:
+    """Fine-tuning and MLM configurations of the notebook-01 recipe (``overrides`` replace RECIPE keys).
+
+    Smoke mode trains one epoch and half an MLM epoch.
+    """
+    r = RECIPE | overrides
+    train = TrainConfig(
+        epochs=1 if smoke else int(r["epochs"]),
+        patience=int(r["patience"]),
+        batch_size=int(r["batch_size"]),
+        lr_backbone=float(r["lr_backbone"]),
+        lr_head=float(r["lr_head"]),
+        seed=seed,
+    )
+    mlm = MLMConfig(
+        epochs=0.5 if smoke else float(r["mlm_epochs"]),
+        lr=float(r["mlm_lr"]),
+        batch_size=int(r["mlm_batch_size"]),
+        seed=seed,
+        eval_every=0 if smoke else 50,
+    )
+    return train, mlm
+
+
+def resolve_smoke(smoke: bool | None) -> bool:
+    """``smoke`` if given, else the environment variable ``MOLFT_SMOKE`` (``1``/``true``/``yes``)."""
+    if smoke is not None:
+        return bool(smoke)
+    return get_settings().smoke
+
+
+@dataclass
+class Task:
+    """The data of one run: split parts and the leakage-filtered pool.
+
+    Attributes
+    ----------
+    split
+        The saved split (indices into the full table).
+    train, valid, test
+        The parts (columns ``row, smiles_raw, smiles, smiles_flat, label``).
+    pool
+        Pool without the molecules that also occur in validation or test.
+    leakage
+        The removed overlaps (pool row, SMILES, labels, part, match kind).
+    smoke
+        True when the parts were shrunk for a smoke run.
+    data_md5
+        MD5 of the data file.
+    dataset
+        The data set (name, file, columns, label name and unit).
+    pool_raw
+        The pool before the leakage filter (the external pool file, or the held-out training rows).
+    pool_source
+        ``"external"`` (the data set's pool file) or ``"train-holdout"`` (:data:`POOL_FRACTION` of the
+        training split, drawn with the run's seed and removed from ``train``).
+    split_file
+        The split file read or written.
+    pool_seed
+        Seed of the held-out pool draw (``"train-holdout"`` only).
+    """
+
+    split: Split
+    train: pd.DataFrame
+    valid: pd.DataFrame
+    test: pd.DataFrame
+    pool: pd.DataFrame
+    leakage: pd.DataFrame
+    smoke: bool = False
+    data_md5: str = ""
+    dataset: DatasetSpec = field(default_factory=get_dataset)
+    pool_raw: pd.DataFrame | None = None
+    pool_source: str = "external"
+    split_file: str = ""
+    pool_seed: int = 0
+
+    @property
+    def key(self) -> dict:
+        """What identifies this task's data in cache keys.
+
+        For the registered default data set the key is unchanged from before data sets were configurable
+        (its file checksum identifies it), so existing cache entries stay valid; any other data set adds
+        its name, columns and how its pool was formed.
+        """
+        key = {
+            "data_md5": self.data_md5,
+            "split": self.split.name,
+            "split_kind": self.split.kind,
+            "split_seed": self.split.seed,
+            "smoke": self.smoke,
+        }
+        if not (is_registered_default(self.dataset) and self.dataset.name == DEFAULT_DATASET):
+            key["dataset"] = {
+                "name": self.dataset.name,
+                "smiles_col": self.dataset.smiles_col,
+                "label_col": self.dataset.label_col,
+                "pool": self.pool_source,
+                "pool_md5": md5(self.dataset.pool_path) if self.dataset.pool_path else None,
+                "pool_fraction": POOL_FRACTION if self.pool_source == "train-holdout" else None,
+                "pool_seed": self.pool_seed if self.pool_source == "train-holdout" else None,
+            }
+        return key
+
+    @property
+    def label(self) -> str:
+        """Human-readable split name, e.g. ``"random split (seed 0)"`` or ``"scaffold split"``."""
+        if self.split.kind == "scaffold":
+            return "scaffold split"
+        return f"{self.split.kind} split (seed {self.split.seed})"
+
+    @property
+    def pool_note(self) -> str:
+        """One sentence on where the pool comes from (printed by the lessons that use it)."""
+        if self.pool_source == "external":
+            return f"pool: the external pool of {self.dataset.display_name} ({self.dataset.pool_path.name})"
+        return (
+            f"pool: {self.dataset.display_name} has no external pool, so {POOL_FRACTION:.0%} of the training split "
+            f"(drawn with seed {self.pool_seed}) is held out as the pool; "
+            "those molecules are not in `train`, and their labels are the data set's own"
+        )
+
+    def sizes(self) -> dict[str, int]:
+        """Molecules per part."""
+        return {"train": len(self.train), "valid": len(self.valid), "test": len(self.test), "pool": len(self.pool)}
+
+    def describe(self) -> dict:
+        """The task for ``result.json``: data set (path, md5, columns, label), split file, sizes, pool."""
+        return {
+            "dataset": self.dataset.record(),
+            "split": self.label,
+            "split_file": self.split_file,
+            "split_md5": md5(self.split_file) if self.split_file and Path(self.split_file).is_file() else "",
+            "sizes": self.sizes(),
+            "pool_source": self.pool_source,
+            "pool_overlaps_removed": len(self.leakage),
+        }
+
+
+def _holdout_pool(train: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split ``train`` into (rest, pool) with ``POOL_FRACTION`` of it in the pool, drawn with ``seed``."""
+    n_pool = max(1, round(POOL_FRACTION * len(train)))
+    order = np.random.default_rng(seed).permutation(len(train))
+    pool_idx, rest_idx = np.sort(order[:n_pool]), np.sort(order[n_pool:])
+    return train.iloc[rest_idx].reset_index(drop=True), train.iloc[pool_idx].reset_index(drop=True)
+
+
+def load_task(
+    split: str = "random",
+    seed: int = 0,
+    smoke: bool = False,
+    dataset: str | Path | DatasetSpec = DEFAULT_DATASET,
+    smiles_col: str | None = None,
+    label_col: str | None = None,
+    label_name: str | None = None,
+    label_unit: str | None = None,
+) -> Task:
+    """Load a data set, its saved ``split`` for ``seed`` and the leakage-filtered pool.
+
+    Parameters
+    ----------
+    split
+        ``"random"`` (one saved split per seed) or ``"scaffold"`` (one deterministic split).
+    seed
+        Selects the random split (and, without an external pool, the held-out pool rows).
+    smoke
+        Keep only the first :data:`SMOKE_SIZES` molecules of every part.
+    dataset, smiles_col, label_col, label_name, label_unit
+        A registered name or a CSV path, with optional column / label overrides
+        (:func:`molft_utils.data.datasets.get_dataset`). The file is validated by
+        :func:`molft_utils.data.loading.load_dataset` before anything else happens.
+
+    Notes
+    -----
+    Committed splits (Lipophilicity, ``data/splits/``) are read; any other split is made on first use and
+    saved with its checksums under ``$MOLFT_CACHE/splits/`` (:meth:`DatasetSpec.split_dirs`), then reused.
+    A data set without an external pool gets a pool of :data:`POOL_FRACTION` of the training split, drawn
+    with ``seed``; those rows leave the training part.
+    """
+    from molft_utils.core.records import ModelCache
+
+    spec = get_dataset(dataset, smiles_col, label_col, label_name, label_unit)
+    df = spec.load()
+    committed, run_dir = spec.split_dirs(ModelCache().root)
+    sp = get_split(df, kind=split, seed=seed, name=spec.name, split_dir=run_dir, data_path=spec.path,
+                   committed_dir=committed)
+    split_file = locate_split(split, seed, spec.name, run_dir, committed)
+    parts = sp.frames(df)
+    pool = spec.load_pool()
+    source = "external"
+    if pool is None:
+        parts["train"], pool = _holdout_pool(parts["train"], seed)
+        source = "train-holdout"
+    pool_raw = pool
+    leakage = leakage_report(pool, {"valid": parts["valid"], "test": parts["test"]})
+    pool = remove_overlap(pool, leakage)
+    if smoke:
+        parts = {k: v.iloc[: SMOKE_SIZES[k]].reset_index(drop=True) for k, v in parts.items()}
+        pool = pool.iloc[: SMOKE_SIZES["pool"]].reset_index(drop=True)
+    return Task(sp, parts["train"], parts["valid"], parts["test"], pool, leakage, smoke, spec.md5(), spec, pool_raw,
+                source, str(split_file), int(seed))
+
+
+def backbone_identity(model: str | Path | None = None) -> dict:
+    """A cache-key description of a backbone: Hub id + revision, or a local folder's weight hash."""
+    name = str(model) if model not in (None, "default") else str(DEFAULT_BACKBONE)
+    path = Path(name)
+    if path.is_dir():
+        weights = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
+        digest = hashlib.sha256("".join(sha256(w) for w in weights).encode()).hexdigest()[:16]
+        label = "default" if path.resolve() == DEFAULT_BACKBONE.resolve() else path.name
+        return {"backbone": label, "weights_sha256": digest}
+    return {"backbone": name, "revision": MOLFORMER_REVISION if name == MOLFORMER_ID else None}
+
+
+def load_masked_lm(model: str | Path | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The backbone with its masked-language-model head (for domain-adaptive MLM)."""
+    _, tokenizer = load_backbone(model)
+    name = str(model) if model not in (None, "default") else str(DEFAULT_BACKBONE)
+    kwargs: dict = {}
+    if name == MOLFORMER_ID:
+        kwargs = {"trust_remote_code": True, "revision": MOLFORMER_REVISION, "deterministic_eval": True}
+    return AutoModelForMaskedLM.from_pretrained(name, **kwargs), tokenizer
+
+
+def _encoder_of(masked_lm: PreTrainedModel) -> PreTrainedModel:
+    return getattr(masked_lm, masked_lm.base_model_prefix)
+
+
+def mlm_adapted_backbone(
+    task: Task,
+    model: str | Path | None = None,
+    config: MLMConfig | None = None,
+    cache: ModelCache | None = None,
+    progress: bool = True,
+) -> tuple[Path, MLMHistory]:
+    """Domain-adaptive MLM on the task's training SMILES plus the pool's SMILES, cached.
+
+    The held-out MLM loss is measured on the validation SMILES (monitoring only; they are never
+    trained on). Returns the cache folder (loadable with :func:`molft_utils.models.backbone.load_backbone`)
+    and the MLM history.
+    """
+    cfg = config or MLMConfig()
+    cache = cache or ModelCache()
+    corpus = list(task.train.smiles) + list(task.pool.smiles)
+    key = {
+        "code_version": CODE_VERSIONS["mlm_adapted"],
+        "task": task.key,
+        "corpus_sha256": hashlib.sha256("\n".join(corpus).encode()).hexdigest(),
+        **backbone_identity(model),
+        "mlm": asdict(cfg),
+    }
+
+    def build(out: Path) -> None:
+        masked_lm, tokenizer = load_masked_lm(model)
+        history = train_mlm(masked_lm, tokenizer, corpus, list(task.valid.smiles), cfg, progress=progress)
+        masked_lm.save_pretrained(out / "masked_lm", safe_serialization=True)
+        _encoder_of(masked_lm).save_pretrained(out, safe_serialization=True)
+        tokenizer.save_pretrained(out)
+        (out / "mlm_history.json").write_text(json.dumps(to_jsonable(history.to_dict()), indent=2) + "\n")
+
+    path = cache.get_or_create("mlm_adapted", key, build)
+    history = MLMHistory(**json.loads((path / "mlm_history.json").read_text()))
+    return path, history
+
+
+@dataclass
+class FinetuneArtefact:
+    """A cached fine-tuned model and how it was trained."""
+
+    model: RegressionModel
+    tokenizer: PreTrainedTokenizerBase
+    scaler: TargetScaler
+    fit: FitResult
+    path: Path
+    cache_hit: bool
+    init: str
+    key: dict = field(default_factory=dict)
+
+
+def finetuned_model(
+    task: Task,
+    init: str = "pretrained",
+    model: str | Path | None = None,
+    train_config: TrainConfig | None = None,
+    mlm_config: MLMConfig | None = None,
+    cache: ModelCache | None = None,
+    progress: bool = True,
+) -> FinetuneArtefact:
+    """Fine-tune (or load from the cache) a regression model with the notebook-01 recipe.
+
+    Parameters
+    ----------
+    task
+        Data (train / valid parts are used).
+    init
+        ``"pretrained"`` (the backbone as shipped), ``"random"`` (same architecture, random weights,
+        seeded by ``train_config.seed``) or ``"mlm"`` (after :func:`mlm_adapted_backbone`).
+    model
+        Backbone: ``None`` for the embedded default, a folder, or a Hub id.
+    train_config, mlm_config
+        Hyper-parameters; ``mlm_config`` only matters for ``init="mlm"``.
+    cache
+        Defaults to :class:`~molft_utils.core.records.ModelCache` (``$MOLFT_CACHE`` or ``<repo>/cache``).
+
+    Returns
+    -------
+    FinetuneArtefact
+        The model in eval mode with its target scaler and training history.
+    """
+    if init not in ("pretrained", "random", "mlm"):
+        raise ValueError(f"init must be 'pretrained', 'random' or 'mlm', got {init!r}")
+    tcfg = train_config or TrainConfig()
+    cache = cache or ModelCache()
+    key = {
+        "code_version": CODE_VERSIONS["finetuned"],
+        "task": task.key,
+        **backbone_identity(model),
+        "init": init,
+        "train": asdict(tcfg),
+    }
+    mlm_path = None
+    if init == "mlm":
+        mlm_cfg = mlm_config or MLMConfig()
+        mlm_path, _ = mlm_adapted_backbone(task, model, mlm_cfg, cache, progress)
+        key["mlm"] = {"config": asdict(mlm_cfg), "entry": mlm_path.name}
+    hit = cache.has("finetuned", key)
+
+    def build(out: Path) -> None:
+        backbone, tokenizer = load_backbone(mlm_path if mlm_path is not None else model)
+        if init == "random":
+            torch.manual_seed(tcfg.seed)
+            backbone = random_init_like(backbone)
+        torch.manual_seed(tcfg.seed)
+        reg = RegressionModel(backbone)
+        res = fit(
+            reg,
+            tokenizer,
+            list(task.train.smiles),
+            list(task.train.label),
+            list(task.valid.smiles),
+            list(task.valid.label),
+            tcfg,
+            progress=progress,
+        )
+        reg.save(out / "model", extra={"scaler": res.scaler.to_dict()})
+        tokenizer.save_pretrained(out / "model")
+        fit_record = {k: v for k, v in asdict(res).items() if k != "scaler"} | {"scaler": res.scaler.to_dict()}
+        (out / "fit.json").write_text(json.dumps(to_jsonable(fit_record), indent=2) + "\n")
+
+    path = cache.get_or_create("finetuned", key, build)
+    reg, meta = RegressionModel.load(path / "model")
+    tokenizer = AutoTokenizer.from_pretrained(path / "model")
+    record = json.loads((path / "fit.json").read_text())
+    scaler = TargetScaler.from_dict(meta["scaler"])
+    fit_result = FitResult(**{k: v for k, v in record.items() if k != "scaler"}, scaler=scaler)
+    return FinetuneArtefact(reg, tokenizer, scaler, fit_result, path, hit, init, key)
+
+
+def evaluate(artefact: FinetuneArtefact, frame: pd.DataFrame) -> tuple[np.ndarray, dict[str, float]]:
+    """Predictions (label units) and :func:`~molft_utils.training.metrics.regression_metrics` on ``frame``."""
+    pred = predict(artefact.model, artefact.tokenizer, list(frame.smiles), artefact.scaler)
+    return pred, regression_metrics(frame.label.to_numpy(), pred)
+
+
+def convergence(
+    history: list[dict],
+    patience: int | None = None,
+    window: int = _convergence.CONVERGENCE_WINDOW,
+    threshold: float = _convergence.CONVERGENCE_THRESHOLD,
+) -> dict[str, float | int | bool | str | None]:
+    """How settled a fine-tuning run was when it ended (see :func:`molft_utils.training.convergence.convergence`).
+
+    Returns ``epochs_run``, ``best_epoch``, ``patience``, ``stopped_early`` (validation did not improve in the
+    last ``patience`` epochs, which is when :func:`~molft_utils.training.train.fit` stops), ``last_window_gain``
+    (relative improvement of the best validation RMSE of the last ``window`` epochs over the best before them;
+    NaN for ≤ ``window`` epochs), ``window``, ``threshold``, ``converged`` (stopped early, or gain below
+    ``threshold``) and ``reason``.
+    """
+    return _convergence.convergence(history, patience=patience, window=window, threshold=threshold)

@@ -1,0 +1,874 @@
+"""Aggregate every run's ``result.json`` into ``summary.md`` and figures.
+
+::
+
+    python -m molft_utils.runs.report reports        # writes reports/summary.md and reports/figures/
+
+No number in the summary is typed by hand: every value is read from a result record written by a
+notebook run. Runs are grouped by notebook and configuration (everything in the record's ``config``
+except ``seed`` and ``out_dir``); within a group each method's metrics are shown as mean ± sample
+standard deviation over seeds, with the seed count.
+
+Conventions a notebook can use in its record (see :func:`molft_utils.core.records.write_result`):
+
+* ``metrics``: ``{method: {metric: value}}`` on the test set. A method name made of
+  ``"|"``-separated ``key=value`` parts (``"method=L2-SP|labels=50|split=random"``) is split into
+  columns.
+* ``extra["paired_reference"]``: a method name (or a dict of ``key=value`` parts); the report adds the paired
+  difference of every other method's RMSE against it (same seed): mean Δ, 95 % t interval over seeds, seeds
+  better and a verdict from :mod:`molft_utils.runs.verdicts`.
+* ``extra["convergence"]``: ``{method: {...}}`` as returned by :func:`molft_utils.runs.verdicts.convergence`
+  (``converged``, ``best_epoch``, ``epochs_run``, ``patience``, ...). Records written before convergence was
+  recorded are judged from their per-epoch ``histories`` (the report says so); without either the model's
+  convergence is "not recorded" and its comparisons are not decided.
+* ``extra["diagnostics"]``: ``{name: number}``, aggregated into a second table (e.g. solver errors,
+  throughput, seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+
+from molft_utils.core.records import config_hash, load_results
+from molft_utils.runs import verdicts as vd
+from molft_utils.training.metrics import format_mean_std
+
+__all__ = [
+    "LESSONS",
+    "build_report",
+    "comparison_markdown",
+    "comparison_table",
+    "diagnostics_table",
+    "group_records",
+    "lesson_comparisons",
+    "markdown_table",
+    "method_table",
+    "model_convergence",
+    "paired_table",
+    "readable",
+]
+
+log = logging.getLogger(__name__)
+
+METRIC_ORDER = ("rmse", "mae", "r2", "pearson", "spearman", "mse")
+METRIC_NAMES = {"rmse": "RMSE", "mae": "MAE", "r2": "R²", "pearson": "Pearson", "spearman": "Spearman", "mse": "MSE"}
+IGNORED_CONFIG = ("seed", "out_dir")
+
+
+def _group_config(record: dict) -> dict:
+    return {k: v for k, v in record.get("config", {}).items() if k not in IGNORED_CONFIG}
+
+
+def group_records(records: Sequence[dict]) -> dict[tuple[str, str], list[dict]]:
+    """Group records by (notebook, hash of the configuration without seed/out_dir)."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for rec in records:
+        groups.setdefault((rec["notebook"], config_hash(_group_config(rec))), []).append(rec)
+    return dict(sorted(groups.items()))
+
+
+def _split_method(name: str) -> dict[str, str]:
+    if "|" not in name and "=" not in name:
+        return {"method": name}
+    out = {}
+    for part in name.split("|"):
+        key, _, value = part.partition("=")
+        out[key.strip() if value else "method"] = value.strip() if value else key.strip()
+    return out
+
+
+def _natural_key(name: str) -> list:
+    """Sort key that orders embedded numbers numerically (``labels=50`` before ``labels=100``)."""
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", name)]
+
+
+def _mean_std(values: Sequence[float], digits: int = 3) -> str:
+    arr = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
+    if arr.size == 0:
+        return "–"
+    if arr.size == 1:  # no spread to show from one seed
+        return f"{arr[0]:.{digits}f} (n=1)"
+    return format_mean_std(float(arr.mean()), float(arr.std(ddof=1)), int(arr.size), digits)
+
+
+def method_table(records: Sequence[dict]) -> pd.DataFrame:
+    """Per method: seeds and mean ± std of each metric (columns in :data:`METRIC_ORDER`)."""
+    methods: dict[str, list[dict]] = {}
+    for rec in records:
+        for method, metrics in rec.get("metrics", {}).items():
+            methods.setdefault(method, []).append(metrics)
+    rows = []
+    for method, runs in sorted(methods.items(), key=lambda kv: _natural_key(kv[0])):
+        row = _split_method(method)
+        row["seeds"] = len(runs)
+        keys = [k for k in METRIC_ORDER if any(k in r for r in runs)]
+        keys += sorted({k for r in runs for k in r} - set(keys))
+        for key in keys:
+            row[METRIC_NAMES.get(key, key)] = _mean_std([r.get(key) for r in runs])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _reference_for(method: str, reference: str | dict) -> str | None:
+    """The reference method name for ``method``: ``reference`` itself, or, when ``reference`` is a dict of
+    ``key=value`` parts (e.g. ``{"method": "Full FT"}``), ``method`` with those parts substituted."""
+    if isinstance(reference, str):
+        return reference
+    parts = _split_method(method)
+    if not set(reference) <= set(parts):
+        return None
+    parts |= {k: str(v) for k, v in reference.items()}
+    return "|".join(f"{k}={v}" for k, v in parts.items())
+
+
+def paired_table(records: Sequence[dict], reference: str | dict, metric: str = "rmse") -> pd.DataFrame:
+    """Paired difference ``method − reference`` of ``metric`` over the seeds that have both.
+
+    ``reference`` is a method name, or a dict of ``key=value`` parts that replace the method's own parts
+    (``{"method": "Full FT"}`` compares ``method=L2-SP|labels=50`` with ``method=Full FT|labels=50``).
+    """
+    diffs: dict[str, list[float]] = {}
+    for rec in records:
+        metrics = rec.get("metrics", {})
+        for method, m in metrics.items():
+            ref_name = _reference_for(method, reference)
+            if ref_name is None or ref_name == method or ref_name not in metrics:
+                continue
+            ref = metrics[ref_name].get(metric)
+            if m.get(metric) is not None and ref is not None:
+                diffs.setdefault(method, []).append(m[metric] - ref)
+    label = reference if isinstance(reference, str) else ", ".join(f"{k}={v}" for k, v in reference.items())
+    rows = []
+    for method, values in sorted(diffs.items(), key=lambda kv: _natural_key(kv[0])):
+        arr = np.asarray(values)
+        better = (arr < 0).sum() if metric in vd.LOWER_IS_BETTER else (arr > 0).sum()
+        rows.append(
+            {
+                **_split_method(method),
+                f"Δ{METRIC_NAMES.get(metric, metric)} vs {label}": _mean_std(values),
+                "seeds better": f"{int(better)}/{arr.size}",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def diagnostics_table(records: Sequence[dict]) -> pd.DataFrame:
+    """Mean ± std of every ``extra["diagnostics"]`` number."""
+    values: dict[str, list[float]] = {}
+    for rec in records:
+        for name, v in rec.get("extra", {}).get("diagnostics", {}).items():
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                values.setdefault(name, []).append(float(v))
+    return pd.DataFrame([{"quantity": k, "mean ± std (n)": _mean_std(v, 4)} for k, v in values.items()])
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    """A GitHub-flavoured markdown table of ``df`` (no index); missing cells are shown as ``–``."""
+    cols = [str(c).replace("|", "\\|") for c in df.columns]
+    cells = [
+        ["–" if (v is None or (isinstance(v, float) and np.isnan(v))) else str(v) for v in row]
+        for row in df.itertuples(index=False)
+    ]
+    out = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
+    return "\n".join(out)
+
+
+def _config_line(config: dict) -> str:
+    shown = {k: v for k, v in config.items() if not isinstance(v, dict | list)}
+    return ", ".join(f"`{k}={v}`" for k, v in sorted(shown.items()))
+
+
+def _dataset_of(record: dict) -> dict:
+    """The data-set record of a result (``extra.task.dataset``; older results: Lipophilicity, logD)."""
+    task = record.get("extra", {}).get("task", {})
+    found = task.get("dataset") if isinstance(task, dict) else None
+    if found is None and isinstance(task, dict):  # notebook 05 records one task per split
+        found = next((t["dataset"] for t in task.values() if isinstance(t, dict) and "dataset" in t), None)
+    return found or {"display_name": "MoleculeNet Lipophilicity", "label_name": "logD", "label_unit": ""}
+
+
+def _error_unit(dataset: dict) -> str:
+    """How an error in the label is labelled on an axis: ``logD`` or ``TPSA, Å²``."""
+    name, unit = dataset.get("label_name", "label"), dataset.get("label_unit", "")
+    return f"{name}, {unit}" if unit else name
+
+
+def _dataset_line(dataset: dict) -> str:
+    label = dataset.get("label_name", "label") + (f" ({dataset['label_unit']})" if dataset.get("label_unit") else "")
+    where = ""
+    if "path" in dataset and "md5" in dataset:
+        where = f" — `{Path(dataset['path']).name}`, md5 `{dataset['md5']}`"
+    return f"Dataset: **{dataset.get('display_name', dataset.get('name', '?'))}**, label {label}{where}."
+
+
+#: Per lesson: the question its comparisons answer (one line, shown in *Findings*) and its extra references
+#: besides ``extra["paired_reference"]`` (dicts of ``key=value`` parts, see :func:`paired_table`).
+LESSONS: dict[str, dict] = {
+    "01_finetune_and_mlm": {
+        "question": "Does pretraining, and domain-adaptive MLM on top of it, make the small chemical LM predict "
+        "{label} better, and does it beat ECFP4 + random forest?",
+    },
+    "02_influence_lissa": {
+        "question": "Does adding the k pool molecules that influence functions rank most helpful (harmful) lower "
+        "(raise) test RMSE, against adding none and against adding k random ones?",
+        "references": [{"selection": "random"}],
+    },
+    "03_data_selection": {
+        "question": "Does a selection strategy pick pool molecules that lower test RMSE more than random picks "
+        "of the same budget?",
+    },
+    "04_peft": {
+        "question": "How close do parameter-efficient methods come to full fine-tuning at the same budget?",
+    },
+    "05_robust_finetuning": {
+        "question": "Do robust fine-tuning methods beat plain full fine-tuning with few labels, on random and "
+        "scaffold splits?",
+    },
+}
+#: Methods of notebook 05 built from Full FT models (they inherit Full FT's convergence).
+_DERIVED_05 = {"WiSE-FT", "Uniform soup", "Greedy soup", "RoFt-Mol"}
+
+
+def readable(name: str) -> str:
+    """A display label for a method key: ``selection=harmful|k=100`` → ``harmful, k = 100``;
+    ``method=L2-SP|labels=50|split=random`` → ``L2-SP, 50 labels, random split``."""
+    parts = _split_method(name)
+    out = []
+    for key, value in parts.items():
+        if key in ("method", "selection", "strategy"):
+            out.append(value)
+        elif key == "labels":
+            out.append("all labels" if value == "all" else f"{value} labels")
+        elif key == "split":
+            out.append(f"{value} split")
+        else:
+            out.append(f"{key} = {value}")
+    return ", ".join(out)
+
+
+def _history_for(rec: dict, method: str) -> tuple[list[dict] | None, int | None, int | None, str]:
+    """(history, patience, budget, key) recorded for ``method`` in a record written before convergence was
+    recorded. ``budget`` is the most evaluations the run was allowed (``None`` when the record does not say).
+
+    Notebook 05's all-label Full FT is lesson 01's cached model: its patience and budget are the lesson-01 recipe's,
+    not notebook 05's step-based settings.
+    """
+    from molft_utils.runs.finetune import RECIPE
+
+    extra, cfg = rec.get("extra", {}), rec.get("config", {})
+    patience = cfg.get("patience")
+    if "steps" in cfg and cfg.get("eval_every"):
+        budget = int(cfg["steps"]) // int(cfg["eval_every"])
+    else:
+        budget = cfg.get("epochs")
+    hist = extra.get("histories", {})
+    if method in hist and isinstance(hist[method], list):
+        return hist[method], patience, budget, "valid_rmse"
+    final = extra.get("final", {})
+    if isinstance(final.get(method), dict) and "history" in final[method]:
+        return final[method]["history"], patience, budget, "valid_rmse"
+    parts = _split_method(method)
+    if {"method", "labels", "split"} <= set(parts):
+        setting = f"labels={parts['labels']}|split={parts['split']}"
+        per = hist.get(setting, {})
+        if parts["labels"] == "all" and parts["method"] == "Full FT":
+            patience, budget = RECIPE["patience"], RECIPE["epochs"]
+        if isinstance(per, dict) and parts["method"] in per:
+            return per[parts["method"]], patience, budget, "valid_rmse"
+    return None, patience, budget, "valid_rmse"
+
+
+def model_convergence(rec: dict, method: str) -> dict | None:
+    """Convergence of ``method``'s model in one record: recorded, derived from its history, or ``None``.
+
+    Non-neural baselines (``ECFP4 + RF``) are ``{"iterative": False}``. In notebook 05, WiSE-FT, the soups and
+    RoFt-Mol are built from Full FT models and are converged only when those are (RoFt-Mol also needs its α
+    fit to have stopped on its selection half).
+    """
+    recorded = rec.get("extra", {}).get("convergence", {}).get(method)
+    if isinstance(recorded, dict) and "converged" in recorded:
+        return recorded
+    if method.startswith("ECFP4"):
+        return {"iterative": False, "converged": True, "reason": "not iteratively trained"}
+    parts = _split_method(method)
+    if parts.get("method") in _DERIVED_05 and "labels" in parts:
+        full = method.replace(f"method={parts['method']}", "method=Full FT")
+        components: dict[str, dict | None] = {"Full FT": model_convergence(rec, full)}
+        setting = f"labels={parts['labels']}|split={parts['split']}"
+        if parts["method"] in ("Uniform soup", "Greedy soup"):
+            per = rec.get("extra", {}).get("histories", {}).get(setting, {})
+            for member in per:
+                if member.startswith("Full FT ("):
+                    components[member] = vd.convergence(per[member], rec.get("config", {}).get("patience"))
+        if parts["method"] == "RoFt-Mol":
+            roft = rec.get("extra", {}).get("roft_mol", {}).get(setting, {})
+            # run_setting fits α with patience 3 on its selection half
+            components["α fit"] = (
+                vd.convergence(roft["history"], patience=3, key="select_rmse") if roft.get("history") else None
+            )
+        return vd.combine_convergence(components, f"built from Full FT ({parts['method']})")
+    history, patience, budget, key = _history_for(rec, method)
+    if not history:
+        return None
+    out = vd.convergence(history, patience=patience, key=key, budget=budget)
+    out["derived"] = "from the recorded per-epoch history"
+    return out
+
+
+def _state(convs: Sequence[dict | None]) -> str:
+    """One model's state over seeds: the worst of them, with the first reason."""
+    labels = [vd.convergence_label(c) for c in convs]
+    for bad in ("unconverged", "not recorded"):
+        if bad in labels:
+            c = convs[labels.index(bad)]
+            why = (c or {}).get("reason", "")
+            n_bad = labels.count(bad)
+            return f"{bad} ({n_bad}/{len(labels)} seeds{': ' + why if why else ''})"
+    return labels[0] if labels else "not recorded"
+
+
+def lesson_comparisons(records: Sequence[dict], metric: str = "rmse") -> list[vd.Comparison]:
+    """Every paired comparison of a group of records (one notebook, one configuration, several seeds).
+
+    References: ``extra["paired_reference"]`` and the lesson's extra references in :data:`LESSONS`.
+    """
+    if not records:
+        return []
+    lesson = LESSONS.get(records[0]["notebook"], {})
+    refs = [records[0].get("extra", {}).get("paired_reference")] + list(lesson.get("references", []))
+    out = []
+    for ref in [r for r in refs if r]:
+        values: dict[tuple[str, str], dict[int, float]] = {}
+        ref_values: dict[tuple[str, str], dict[int, float]] = {}
+        convs: dict[str, list[dict | None]] = {}
+        for rec in records:
+            metrics = rec.get("metrics", {})
+            for method, m in metrics.items():
+                ref_name = _reference_for(method, ref)
+                if ref_name is None or ref_name == method or ref_name not in metrics:
+                    continue
+                if m.get(metric) is None or metrics[ref_name].get(metric) is None:
+                    continue
+                values.setdefault((method, ref_name), {})[rec["seed"]] = m[metric]
+                ref_values.setdefault((method, ref_name), {})[rec["seed"]] = metrics[ref_name][metric]
+                for name in (method, ref_name):
+                    convs.setdefault(f"{rec['seed']}|{name}", [model_convergence(rec, name)])
+        for (method, ref_name), vals in sorted(values.items(), key=lambda kv: _natural_key(kv[0][0])):
+            states = {}
+            for name in (method, ref_name):
+                per_seed = [convs[f"{s}|{name}"][0] for s in vals]
+                states[readable(name)] = _state(per_seed)
+            out.append(vd.compare(method, ref_name, vals, ref_values[(method, ref_name)], metric, states))
+    return out
+
+
+def comparison_table(comps: Sequence[vd.Comparison]) -> pd.DataFrame:
+    """One row per comparison: method, reference, mean Δ, 95 % CI, seeds better, verdict, convergence."""
+    rows = [{"method": readable(c.method), "vs": readable(c.reference), **c.as_row()} for c in comps]
+    return pd.DataFrame(rows)
+
+
+def comparison_markdown(comps: Sequence[vd.Comparison]) -> str:
+    """:func:`comparison_table` as markdown, with a line on the metric and direction."""
+    if not comps:
+        return ""
+    metric = METRIC_NAMES.get(comps[0].metric, comps[0].metric)
+    direction = "negative = lower, i.e. better" if comps[0].metric in vd.LOWER_IS_BETTER else "positive = better"
+    return (
+        f"Δ{metric} = method − reference, same seed ({direction}); 95 % CI by Student t over seeds.\n\n"
+        + markdown_table(comparison_table(comps))
+    )
+
+
+def _findings_line(notebook: str, comps: Sequence[vd.Comparison], n_seeds: int, label: str = "the label") -> str:
+    question = LESSONS.get(notebook, {}).get("question", "").format(label=label)
+    head = f"- **{notebook}** ({n_seeds} seed{'s' if n_seeds != 1 else ''}). {question} "
+    if not comps:
+        return head + "No paired comparison recorded."
+
+    def counts(words: Sequence[str]) -> str:
+        tally = pd.Series(list(words)).value_counts()
+        return ", ".join(f"*{word}* ×{int(n)}" for word, n in tally.items())
+
+    alone = "interval alone: " + counts([c.interval_verdict for c in comps])
+    if len(comps) <= 10:
+        items = "; ".join(
+            f"{readable(c.method)} vs {readable(c.reference)}: *{c.verdict}*"
+            + (f" (interval alone: {c.interval_verdict})" if c.interval_verdict != c.verdict else "")
+            for c in comps
+        )
+        return head + "Verdicts: " + items + "."
+    decided = [c for c in comps if c.verdict in (vd.BETTER, vd.WORSE)]
+    extra = "; ".join(f"{readable(c.method)}: *{c.verdict}*" for c in decided)
+    return (
+        head
+        + f"{len(comps)} comparisons — verdicts: {counts([c.verdict for c in comps])} ({alone})"
+        + (f". Decided: {extra}." if extra else ".")
+    )
+
+
+def _plt() -> SimpleNamespace:
+    """The few pyplot calls the report makes, on figures that pyplot does not manage.
+
+    ``matplotlib.figure.Figure`` renders with its own Agg canvas on ``savefig``, so building the report neither
+    switches the process's global backend nor leaves figures open in a notebook that calls it.
+    """
+    import matplotlib
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    def subplots(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float] | None = None, **kwargs):
+        fig = Figure(figsize=figsize)
+        return fig, fig.subplots(nrows, ncols, **kwargs)
+
+    return SimpleNamespace(
+        subplots=subplots,
+        close=lambda fig: None,  # not registered with pyplot: nothing to close
+        Line2D=Line2D,
+        get_cmap=lambda name: matplotlib.colormaps[name],
+    )
+
+
+def _save(fig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    _plt().close(fig)
+
+
+VERDICT_COLOURS = {vd.BETTER: "#2a9d4b", vd.WORSE: "#c0392b", vd.SAME: "#4c72b0"}
+
+
+def _versus(method: str, reference: str) -> str:
+    """What differs between a method key and its reference key (``Full FT`` for a pattern reference)."""
+    a, b = _split_method(method), _split_method(reference)
+    diff = {k: v for k, v in b.items() if a.get(k) != v}
+    return (
+        readable("|".join(f"{k}={v}" for k, v in diff.items())) if diff and len(diff) < len(b) else readable(reference)
+    )
+
+
+def forest_figure(comps: Sequence[vd.Comparison], path: Path, title: str) -> bool:
+    """Paired differences with their 95 % intervals, one row per comparison.
+
+    Colour: what the interval alone says; filled marker: the verdict is decided, hollow: not decided
+    (unconverged or n = 1). Rows far outside the range of the others are drawn at the edge with their mean.
+    """
+    comps = [c for c in comps if c.n >= 1]
+    if not comps:
+        return False
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 0.26 * len(comps) + 1.6))
+    bounds = np.array([[c.lo, c.hi] if np.isfinite(c.lo) else [c.mean, c.mean] for c in comps])
+    span = np.abs(bounds).max(axis=1)
+    limit = float(np.quantile(span, 0.85)) * 2.5 if len(comps) >= 8 else float(span.max())
+    limit = max(limit, 1e-3) * 1.05
+    for i, c in enumerate(comps):
+        colour = VERDICT_COLOURS.get(c.interval_verdict, "#999999")
+        decided = c.verdict == c.interval_verdict
+        lo, hi, mean = (np.clip(v, -limit, limit) for v in (c.lo, c.hi, c.mean))
+        if np.isfinite(c.lo):
+            ax.plot([lo, hi], [i, i], color=colour, lw=2)
+        ax.plot(mean, i, "o", ms=6, color=colour, mfc=colour if decided else "white", mew=1.5)
+        if abs(c.mean) > limit:
+            ax.annotate(f"off scale: mean {c.mean:+.2f}", (mean, i), xytext=(-4 if c.mean > 0 else 4, 3),
+                        textcoords="offset points", ha="right" if c.mean > 0 else "left", fontsize=7)  # fmt: skip
+        else:
+            ax.scatter(list(c.diffs.values()), np.full(c.n, i), color="k", s=6, zorder=3, alpha=0.6)
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_xlim(-limit, limit)
+    refs = {_versus(c.method, c.reference) for c in comps}
+    labels = [
+        readable(c.method) + ("" if len(refs) == 1 else f"  (vs {_versus(c.method, c.reference)})") for c in comps
+    ]
+    ax.set_yticks(np.arange(len(comps)), labels, fontsize=8)
+    ax.invert_yaxis()
+    metric = METRIC_NAMES.get(comps[0].metric, comps[0].metric)
+    ref_note = next(iter(refs)) if len(refs) == 1 else "reference"
+    ax.set_xlabel(f"Δ test {metric} = method − {ref_note}\nline: 95 % CI over seeds; dots: seeds", fontsize=9)
+    handles = [
+        plt.Line2D([], [], color=c, marker="o", lw=2, label=f"interval: {k}") for k, c in VERDICT_COLOURS.items()
+    ]
+    handles += [
+        plt.Line2D([], [], color="k", marker="o", lw=0, label="verdict decided"),
+        plt.Line2D([], [], color="k", marker="o", mfc="white", lw=0, label="not decided (unconverged / n=1)"),
+    ]
+    ax.legend(handles=handles, fontsize=7, loc="best")
+    ax.set_title(title, fontsize=10)
+    _save(fig, path)
+    return True
+
+
+def _per_seed(records: Sequence[dict], metric: str = "rmse") -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for rec in records:
+        for method, m in rec.get("metrics", {}).items():
+            if m.get(metric) is not None:
+                out.setdefault(method, []).append(float(m[metric]))
+    return out
+
+
+def _bars_figure(
+    records: Sequence[dict], path: Path, title: str, reference: str | None = None, unit: str = "logD"
+) -> bool:
+    """Test RMSE per method: mean ± std and seed dots (the reference's mean as a dashed line)."""
+    methods = _per_seed(records)
+    if not methods or len(methods) > 40:
+        return False
+    plt = _plt()
+    names = sorted(methods, key=_natural_key)
+    fig, ax = plt.subplots(figsize=(7, 0.4 * len(names) + 1.3))
+    y = np.arange(len(names))
+    means = [np.mean(methods[m]) for m in names]
+    stds = [np.std(methods[m], ddof=1) if len(methods[m]) > 1 else 0.0 for m in names]
+    # points, not bars: the axis does not start at zero, and a truncated bar would exaggerate differences
+    ax.errorbar(means, y, xerr=stds, fmt="D", color="#4c72b0", ms=7, capsize=4, lw=2)
+    for i, m in enumerate(names):
+        ax.scatter(methods[m], np.full(len(methods[m]), i), color="k", s=10, zorder=3)
+    if reference and reference in methods:
+        ax.axvline(np.mean(methods[reference]), color="#c0392b", ls="--", lw=1, label=f"{readable(reference)} (mean)")
+        ax.legend(fontsize=8, loc="lower right")
+    ax.set_yticks(y, [readable(n) for n in names], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"test RMSE ({unit}); diamond and line: mean ± std over seeds, dots: seeds", fontsize=9)
+    ax.set_title(title, fontsize=10)
+    _save(fig, path)
+    return True
+
+
+def _rmse_vs_k_figure(records: Sequence[dict], path: Path, title: str, unit: str = "logD") -> bool:
+    """Notebook 02: test RMSE against k per selection (k = 0 is the shared 'none' start), mean ± std band."""
+    methods = _per_seed(records)
+    curves: dict[str, dict[int, list[float]]] = {}
+    base = None
+    for name, vals in methods.items():
+        parts = _split_method(name)
+        if "selection" not in parts or "k" not in parts:
+            return False
+        if parts["selection"] == "none":
+            base = vals
+            continue
+        curves.setdefault(parts["selection"], {})[int(parts["k"])] = vals
+    if not curves:
+        return False
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for sel, per_k in sorted(curves.items()):
+        pts = ({0: base} if base else {}) | per_k
+        ks = sorted(pts)
+        mean = np.array([np.mean(pts[k]) for k in ks])
+        sd = np.array([np.std(pts[k], ddof=1) if len(pts[k]) > 1 else 0.0 for k in ks])
+        (line,) = ax.plot(ks, mean, "o-", label=sel)
+        ax.fill_between(ks, mean - sd, mean + sd, color=line.get_color(), alpha=0.15)
+    ax.set_xticks(sorted({0, *(k for c in curves.values() for k in c)}))
+    ax.set_xlabel("k pool molecules added (k = 0: none)")
+    ax.set_ylabel(f"test RMSE ({unit})")
+    ax.legend(title="selection", fontsize=8)
+    ax.set_title(title + "; band: mean ± std over seeds", fontsize=10)
+    _save(fig, path)
+    return True
+
+
+def _learning_curve_figure(records: Sequence[dict], path: Path, title: str, unit: str = "logD") -> bool:
+    """Notebook 03: test RMSE per strategy; a learning curve over ``n`` when several budgets exist."""
+    methods = _per_seed(records)
+    budgets = {_split_method(m).get("n") for m in methods if _split_method(m).get("n") not in (None, "0")}
+    if len(budgets) <= 1:
+        ref = next((m for m in methods if _split_method(m).get("strategy") == "random"), None)
+        return _bars_figure(records, path, title, reference=ref, unit=unit)
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    curves: dict[str, dict[int, list[float]]] = {}
+    for name, vals in methods.items():
+        parts = _split_method(name)
+        curves.setdefault(parts.get("strategy", name), {})[int(parts.get("n", 0))] = vals
+    for strat, pts in sorted(curves.items()):
+        ns = sorted(pts)
+        mean = np.array([np.mean(pts[n]) for n in ns])
+        sd = np.array([np.std(pts[n], ddof=1) if len(pts[n]) > 1 else 0.0 for n in ns])
+        (line,) = ax.plot(ns, mean, "o-", label=strat)
+        ax.fill_between(ns, mean - sd, mean + sd, color=line.get_color(), alpha=0.15)
+    ax.set_xlabel("pool molecules added (n)")
+    ax.set_ylabel(f"test RMSE ({unit})")
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    _save(fig, path)
+    return True
+
+
+def _pareto_figure(records: Sequence[dict], path: Path, title: str, unit: str = "logD") -> bool:
+    """Notebook 04: test RMSE against trainable parameters per method, with the Pareto front."""
+    methods = _per_seed(records)
+    params: dict[str, float] = {}
+    for rec in records:
+        for name, v in rec.get("extra", {}).get("diagnostics", {}).items():
+            if name.endswith(": trainable parameters"):
+                params[name.split(":")[0]] = float(v)
+    for m in methods:
+        if m not in params and m.startswith("full"):
+            params[m] = params.get("full", float("nan"))
+    pts = [(params[m], float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, m)
+           for m, v in methods.items() if np.isfinite(params.get(m, float("nan")))]  # fmt: skip
+    if len(pts) < 2:
+        return False
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for x, y, sd, m in pts:
+        marker = "s" if "recipe" in m else "o"
+        ax.errorbar(x, y, yerr=sd, fmt=marker, capsize=3, color="#4c72b0" if marker == "o" else "#888888")
+        ax.annotate(m if "recipe" not in m else "full, lesson-01 recipe", (x, y), textcoords="offset points",
+                    xytext=(6, 4), fontsize=8)  # fmt: skip
+    front, best = [], float("inf")
+    for x, y, _, _m in sorted(p for p in pts if "recipe" not in p[3]):
+        if y < best:
+            front.append((x, y))
+            best = y
+    if len(front) > 1:
+        ax.step(*zip(*front, strict=True), where="post", color="#c0392b", lw=1, ls="--", label="Pareto front")
+        ax.legend(fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters (head included, log scale)")
+    ax.set_ylabel(f"test RMSE ({unit}); mean ± std over seeds")
+    ax.set_title(title, fontsize=10)
+    _save(fig, path)
+    return True
+
+
+def _budget_order(value: str) -> float:
+    return float("inf") if value == "all" else float(value)
+
+
+def _rmse_vs_labels_figure(records: Sequence[dict], path: Path, title: str, unit: str = "logD") -> bool:
+    """Notebook 05: test RMSE against label budget (50 → 100 → 500 → all) per method, a panel per split."""
+    methods = _per_seed(records)
+    table: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for name, vals in methods.items():
+        parts = _split_method(name)
+        if not {"method", "labels", "split"} <= set(parts):
+            return False
+        table.setdefault(parts["split"], {}).setdefault(parts["method"], {})[parts["labels"]] = vals
+    if not table:
+        return False
+    budgets = sorted({b for s in table.values() for m in s.values() for b in m}, key=_budget_order)
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(table), figsize=(5.2 * len(table), 4.6), sharey=True, squeeze=False)
+    typical = [np.mean(v) for s in table.values() for m, d in s.items() if m != "Uniform soup" for v in d.values()]
+    top = float(np.max(typical)) + 0.05
+    off_scale = set()
+    all_methods = sorted({m for s in table.values() for m in s})
+    cmap = plt.get_cmap("tab20")
+    colours = {m: cmap(i % 20) for i, m in enumerate(all_methods)}
+    for ax, (split, per_method) in zip(axes[0], sorted(table.items()), strict=True):
+        for method, per_budget in sorted(per_method.items()):
+            xs = [budgets.index(b) for b in budgets if b in per_budget]
+            ys = [float(np.mean(per_budget[b])) for b in budgets if b in per_budget]
+            if max(ys) > top:
+                off_scale.add(method)
+            ls = "-" if method == "Full FT" else "--" if method in _DERIVED_05 else ":"
+            ax.plot(xs, ys, marker="o", ls=ls, lw=2 if method == "Full FT" else 1, color=colours[method],
+                    label=method)  # fmt: skip
+        ax.set_xticks(range(len(budgets)), [f"{b}" for b in budgets])
+        ax.set_xlabel("training labels")
+        ax.set_title(f"{split} split", fontsize=10)
+        ax.set_ylim(top=top)
+    axes[0][0].set_ylabel(f"test RMSE ({unit}), mean over seeds")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="center right", title="method")
+    note = f" ({', '.join(sorted(off_scale))} above the axis)" if off_scale else ""
+    fig.suptitle(title + note, fontsize=10)
+    fig.tight_layout(rect=(0, 0, 0.84, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+_LESSON_FIGURES = {
+    "02_influence_lissa": ("test RMSE against k", _rmse_vs_k_figure),
+    "03_data_selection": ("test RMSE per strategy", _learning_curve_figure),
+    "04_peft": ("test RMSE against trainable parameters", _pareto_figure),
+    "05_robust_finetuning": ("test RMSE against label budget", _rmse_vs_labels_figure),
+}
+
+
+def _our_size(by_lesson: Mapping[str, Sequence[dict]]) -> str:
+    for rec in by_lesson.get("04_peft", []):
+        n = rec.get("extra", {}).get("diagnostics", {}).get("full: trainable parameters")
+        if n:
+            return f" ({int(n):,} trainable parameters with its head, from lesson 04's record)"
+    return ""
+
+
+def reference_table(records_by_lesson: Mapping[str, Sequence[dict]], data_dir: Path) -> str:
+    """The student report's published numbers beside ours (markdown; empty without the data file)."""
+    path = data_dir / "reference_student_report.csv"
+    if not path.is_file():
+        return ""
+    ref = pd.read_csv(path, comment="#", dtype={"value": str})
+    rows = []
+    for r in ref.itertuples(index=False):
+        recs = records_by_lesson.get(r.lesson, [])
+        ours = [rec["metrics"][r.our_method][r.metric] for rec in recs
+                if r.our_method in rec.get("metrics", {}) and r.metric in rec["metrics"][r.our_method]]  # fmt: skip
+        rows.append(
+            {
+                "lesson": r.lesson,
+                "method (report)": r.method,
+                "our method": readable(r.our_method),
+                "metric": METRIC_NAMES.get(r.metric, r.metric),
+                "published (MoLFormer-XL)": r.value,
+                "ours (molft-roformer-small)": _mean_std(ours),
+            }
+        )
+    return markdown_table(pd.DataFrame(rows))
+
+
+def build_report(root: str | Path, out: str | Path | None = None, data_dir: str | Path | None = None) -> Path:
+    """Write ``summary.md`` (and ``figures/``) for every result below ``root``.
+
+    Parameters
+    ----------
+    root
+        Directory searched recursively for ``result.json``.
+    out
+        Output markdown file; default ``root/summary.md``.
+    data_dir
+        Folder with ``reference_student_report.csv`` (default: ``data/`` beside ``root``).
+
+    Returns
+    -------
+    Path
+        The written summary.
+    """
+    root = Path(root)
+    out = Path(out) if out else root / "summary.md"
+    data_dir = Path(data_dir) if data_dir else root.resolve().parent / "data"
+    records = [r for r in load_results(root) if "notebook" in r and "metrics" in r]
+    commits = sorted({str(r.get("environment", {}).get("git_commit") or "unknown")[:10] for r in records})
+    fig_dir = out.parent / "figures"
+    groups = group_records(records)
+    comps_by_group = {key: lesson_comparisons(recs) for key, recs in groups.items()}
+    derived = any(
+        isinstance(c, dict) and c.get("derived")
+        for recs in groups.values()
+        for rec in recs
+        for m in rec.get("metrics", {})
+        for c in [model_convergence(rec, m)]
+    )
+    lines = [
+        "# molft report",
+        "",
+        f"Generated by `python -m molft_utils.runs.report {root.name}` on "
+        f"{_dt.datetime.now(_dt.UTC).strftime('%Y-%m-%d %H:%M UTC')} from {len(records)} result file(s) "
+        f"(code at git commit(s) {', '.join(commits) or '–'}). Every number below is read from a `result.json` "
+        "written by an executed notebook; nothing is typed by hand. Values are mean ± sample std over seeds, "
+        "with the number of seeds in parentheses; test-set metrics unless stated otherwise.",
+        "",
+        "## Findings",
+        "",
+        "Each lesson's question and the verdicts of its paired comparisons (method − reference on the same seed "
+        "and split; test RMSE). A verdict is *better* / *worse* when the whole 95 % confidence interval of the "
+        "mean paired difference (Student t over seeds) lies below / above zero, *not distinguishable* when it "
+        "contains zero, *not decided (unconverged)* when a model in the comparison did not converge or its "
+        "convergence is not recorded, and *not decided (n=1)* with a single seed. A run counts as converged "
+        "when validation stopped improving for `patience` evaluations at its end (early stopping), or when its "
+        f"best validation RMSE of the last {vd.CONVERGENCE_WINDOW} evaluations improved on the best before them "
+        f"by less than {vd.CONVERGENCE_THRESHOLD:.0%}; a shorter run that did not stop early is not converged.",
+        "",
+    ]
+    if derived:
+        lines += [
+            "*Convergence:* some result files predate convergence records; for those, convergence is derived "
+            "from the per-epoch validation histories recorded in `result.json` (the rule above, with the "
+            "configured patience); a model without a recorded history is marked *convergence not recorded*.",
+            "",
+        ]
+    for (notebook, _), recs in groups.items():
+        n_seeds = len({r["seed"] for r in recs})
+        label = _dataset_of(recs[0]).get("label_name", "the label")
+        lines.append(_findings_line(notebook, comps_by_group[(notebook, _)], n_seeds, label))
+    lines.append("")
+    # the published numbers are on Lipophilicity: compare only results on it
+    by_lesson = {
+        nb: recs
+        for (nb, _), recs in groups.items()
+        if _dataset_of(recs[0]).get("name", "lipophilicity") == "lipophilicity"
+    }
+    ref_md = reference_table(by_lesson, data_dir)
+    if ref_md:
+        lines += [
+            "### Beside the student report this series reproduces",
+            "",
+            "Published numbers (`data/reference_student_report.csv`, provenance in `data/README.md`) were "
+            "measured with **MoLFormer-XL**, a 12-layer, 768-wide encoder pretrained on far more molecules; ours "
+            f"with the embedded **molft-roformer-small**{_our_size(by_lesson)}, with the budgets stated per lesson "
+            "below, and over seeds where the report has one run. The columns compare protocols, not backbones "
+            "of equal size: agreement or disagreement here is not a verdict on either.",
+            "",
+            ref_md,
+            "",
+        ]
+    batch_log = root / "batch_log.json"
+    if batch_log.is_file():
+        import json
+
+        blog = json.loads(batch_log.read_text())
+        counts = pd.Series([r["status"] for r in blog["runs"]]).value_counts().to_dict()
+        lines += [
+            f"Last batch: {len(blog['runs'])} run(s) {counts}, wall time {blog['wall_seconds'] / 60:.1f} min "
+            "(skipped runs were reused from earlier batches).",
+            "",
+        ]
+    for (notebook, ghash), recs in groups.items():
+        seeds = sorted({r["seed"] for r in recs})
+        title = f"{notebook} ({len(seeds)} seed{'s' if len(seeds) != 1 else ''})"
+        dataset = _dataset_of(recs[0])
+        lines += [f"## {notebook} · {dataset.get('display_name', dataset.get('name', '?'))}", ""]
+        lines += [_dataset_line(dataset), ""]
+        lines += [f"Configuration: {_config_line(_group_config(recs[0]))}", f"Seeds: {seeds}.", ""]
+        comps = comps_by_group[(notebook, ghash)]
+        if comps:
+            lines += ["Paired comparisons:", "", comparison_markdown(comps), ""]
+            fpath = fig_dir / f"{notebook}_{ghash}_forest.png"
+            if forest_figure(comps, fpath, f"{title}: paired differences"):
+                lines += [f"![{notebook} paired differences]({fpath.relative_to(out.parent)})", ""]
+        table = method_table(recs)
+        lines += ["Per method:", "", markdown_table(table), ""]
+        kind, fig_fn = _LESSON_FIGURES.get(notebook, ("test RMSE per method", _bars_figure))
+        fpath = fig_dir / f"{notebook}_{ghash}_rmse.png"
+        if fig_fn(recs, fpath, f"{title}: {kind}", unit=_error_unit(dataset)):
+            lines += [f"![{notebook} {kind}]({fpath.relative_to(out.parent)})", ""]
+        diag = diagnostics_table(recs)
+        if not diag.empty:
+            lines += ["Diagnostics:", "", markdown_table(diag), ""]
+        runs = ", ".join(
+            f"[seed={r['seed']}]({Path(r['path']).parent.relative_to(out.parent)}/)"
+            for r in sorted(recs, key=lambda r: r["seed"])
+        )
+        lines += [f"Executed notebooks: {runs}", ""]
+    out.write_text("\n".join(lines))
+    log.info("wrote %s (%d records)", out, len(records))
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("root", type=Path, nargs="?", default=Path("reports"))
+    p.add_argument("--out", type=Path, default=None)
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    build_report(a.root, a.out)
+
+
+if __name__ == "__main__":
+    main()
