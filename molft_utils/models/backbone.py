@@ -38,6 +38,10 @@ from transformers.models.roformer.modeling_roformer import RoFormerSelfAttention
 
 __all__ = [
     "DEFAULT_BACKBONE",
+    "MLM_BACKBONE",
+    "MODELS_DIR",
+    "embedded_backbones",
+    "resolve_backbone",
     "MOLFORMER_ID",
     "MOLFORMER_REVISION",
     "BackboneUnavailableError",
@@ -55,7 +59,11 @@ log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The embedded backbone that the project pretrains and ships.
-DEFAULT_BACKBONE = ROOT / "data" / "models" / "molft-roformer-small"
+MODELS_DIR = ROOT / "data" / "models"
+#: The default backbone (v2: MLM + descriptor multi-task pretraining). v1, MLM only, is ``molft-roformer-small-mlm``.
+DEFAULT_BACKBONE = MODELS_DIR / "molft-roformer-small"
+#: The MLM-only backbone (v1), the MoLFormer-faithful objective.
+MLM_BACKBONE = MODELS_DIR / "molft-roformer-small-mlm"
 MOLFORMER_ID = "ibm/MoLFormer-XL-both-10pct"
 #: Hub commit of MoLFormer-XL that is loaded (its remote code runs from it). Taken from public code that
 #: pins the same revision; it could not be checked against the Hub from the offline build machine.
@@ -68,6 +76,21 @@ class BackboneUnavailableError(RuntimeError):
 
 def _is_remote_id(name: str) -> bool:
     return not Path(name).exists() and "/" in name and not name.startswith((".", "/"))
+
+
+def embedded_backbones() -> list[str]:
+    """Names of the backbones shipped under ``data/models/`` (each loadable by name)."""
+    return sorted(p.name for p in MODELS_DIR.iterdir() if (p / "config.json").is_file()) if MODELS_DIR.is_dir() else []
+
+
+def resolve_backbone(name_or_path: str | Path | None) -> str | Path:
+    """``None``/``"default"`` → the default backbone; a shipped name (e.g. ``"molft-roformer-small-mlm"``) → its
+    folder; anything else unchanged (a folder or a Hub id)."""
+    if name_or_path in (None, "default"):
+        return DEFAULT_BACKBONE
+    if isinstance(name_or_path, str) and "/" not in name_or_path and (MODELS_DIR / name_or_path).is_dir():
+        return MODELS_DIR / name_or_path
+    return name_or_path
 
 
 def load_backbone(
@@ -94,8 +117,7 @@ def load_backbone(
         When the folder does not exist or the Hub cannot be reached; the message says how to get
         the weights.
     """
-    if name_or_path in (None, "default"):
-        name_or_path = DEFAULT_BACKBONE
+    name_or_path = resolve_backbone(name_or_path)
     name = str(name_or_path)
     if not _is_remote_id(name):
         path = Path(name)

@@ -296,3 +296,30 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def _inchikey(smiles: str) -> str | None:
+    RDLogger.DisableLog("rdApp.*")
+    mol = Chem.MolFromSmiles(smiles)
+    return Chem.MolToInchiKey(mol) if mol is not None else None
+
+
+def inchikey_overlap(
+    corpus_smiles: Sequence[str], parts: dict[str, Sequence[str]], workers: int = 1
+) -> dict[str, dict[str, int | float]]:
+    """How many molecules of each named part also occur in the corpus, by InChIKey (full key and first block).
+
+    The first 14 characters of an InChIKey encode the connectivity only, so the ``skeleton`` count also matches
+    stereo-isomers and charge states of a corpus molecule (the corpus augmentation adds such variants).
+    """
+    with Pool(workers) as pool:
+        corpus_keys = {k for k in pool.imap(_inchikey, corpus_smiles, chunksize=2048) if k}
+    skeletons = {k[:14] for k in corpus_keys}
+    out: dict[str, dict[str, int | float]] = {}
+    for name, smiles in parts.items():
+        keys = [_inchikey(s) for s in smiles]
+        n = len(keys)
+        exact = sum(k in corpus_keys for k in keys if k)
+        skeleton = sum(k[:14] in skeletons for k in keys if k)
+        out[name] = {"n": n, "exact": exact, "skeleton": skeleton, "exact_fraction": exact / max(n, 1)}
+    return out

@@ -28,13 +28,15 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from transformers import RoFormerConfig, RoFormerForMaskedLM
+from safetensors.torch import save_file
+from transformers import AutoTokenizer, RoFormerConfig, RoFormerForMaskedLM
 
 from molft_utils.core.device import autocast_dtype, get_device, seed_everything
 from molft_utils.core.settings import REPO_ROOT
+from molft_utils.data.descriptors import DESCRIPTOR_NAMES, DescriptorScaler, rdkit_descriptors
 from molft_utils.data.loading import EXTERNAL_POOL, LIPOPHILICITY
 from molft_utils.models.tokenizer import build_tokenizer, token_counts, unknown_token_rate
-from molft_utils.training.mlm import MLMConfig, evaluate_mlm, train_mlm
+from molft_utils.training.mlm import DescriptorHead, MLMConfig, evaluate_descriptors, evaluate_mlm, train_mlm
 
 __all__ = ["backbone_config", "pretrain"]
 
@@ -74,10 +76,15 @@ def pretrain(args: argparse.Namespace) -> dict:
     train = _read_lines(corpus / "train.txt")
     valid = _read_lines(corpus / "valid.txt")
     valid_eval = valid[: args.n_valid_eval] if args.n_valid_eval else valid
-    tokenizer = build_tokenizer(train[:200_000])
-    model = RoFormerForMaskedLM(
-        backbone_config(len(tokenizer), args.layers, args.hidden, args.heads, args.intermediate)
-    )
+    if args.init_from:
+        # continued pretraining: same tokenizer and architecture as the starting model
+        tokenizer = AutoTokenizer.from_pretrained(args.init_from)
+        model = RoFormerForMaskedLM.from_pretrained(args.init_from)
+    else:
+        tokenizer = build_tokenizer(train[:200_000])
+        model = RoFormerForMaskedLM(
+            backbone_config(len(tokenizer), args.layers, args.hidden, args.heads, args.intermediate)
+        )
     cfg = MLMConfig(
         max_steps=args.max_steps,
         lr=args.lr,
@@ -87,8 +94,14 @@ def pretrain(args: argparse.Namespace) -> dict:
         checkpoint_every=args.checkpoint_every,
         mixed_precision=args.mixed_precision,
         seed=args.seed,
+        mlm_probability=args.mlm_probability,
+        mlm_weight=args.mlm_weight,
+        descriptor_weight=args.descriptor_weight,
     )
     device = get_device(args.device)
+    if cfg.descriptor_weight > 0:
+        # descriptor targets exist for a fixed slice of the corpus; longer runs cycle over it
+        train = train[: args.n_descriptor_molecules]
     n_needed = cfg.max_steps * cfg.batch_size
     if n_needed > len(train):
         log.warning(
@@ -96,6 +109,21 @@ def pretrain(args: argparse.Namespace) -> dict:
         )
     train = train[: min(n_needed, len(train))]
     t0 = time.time()
+    desc_kw: dict = {}
+    scaler = None
+    if cfg.descriptor_weight > 0:
+        cache = corpus / "descriptors"
+        raw = rdkit_descriptors(train, workers=args.descriptor_workers, cache_dir=cache, progress=True)
+        scaler = DescriptorScaler.fit(raw)
+        head = DescriptorHead(model.config.hidden_size, len(scaler.names))
+        valid_raw = rdkit_descriptors(valid_eval, workers=args.descriptor_workers, cache_dir=cache)
+        desc_kw = {
+            "descriptors": scaler.transform(raw),
+            "valid_descriptors": scaler.transform(valid_raw),
+            "descriptor_head": head,
+        }
+        log.info("descriptor targets: %d molecules x %d descriptors (%.0f s)", len(train), len(scaler.names),
+                 time.time() - t0)  # fmt: skip
     history = train_mlm(
         model,
         tokenizer,
@@ -104,12 +132,23 @@ def pretrain(args: argparse.Namespace) -> dict:
         cfg,
         checkpoint_dir=Path(args.checkpoint_dir) if args.checkpoint_dir else None,
         device=device,
+        **desc_kw,
     )
     final = evaluate_mlm(model, tokenizer, valid, mixed_precision=cfg.mixed_precision)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
+    if scaler is not None:
+        scaler.save(out / "descriptor_scaler.json")
+        head = desc_kw["descriptor_head"]
+        save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(out / "descriptor_head.safetensors"))
+        final |= {
+            f"descriptor_{k}": v
+            for k, v in evaluate_descriptors(
+                model, head, tokenizer, valid_eval, desc_kw["valid_descriptors"], mixed_precision=cfg.mixed_precision
+            ).items()
+        }
     corpus_info = json.loads((corpus / "corpus.json").read_text())
     seen_tokens = token_counts(train)
     unk, unseen = {}, {}
@@ -140,6 +179,16 @@ def pretrain(args: argparse.Namespace) -> dict:
             "torch": torch.__version__,
         },
         "corpus": corpus_info,
+        "init_from": str(args.init_from) if args.init_from else None,
+        "descriptors": None
+        if scaler is None
+        else {
+            "n_molecules": len(train),
+            "n_descriptors": len(scaler.names),
+            "n_computed": len(DESCRIPTOR_NAMES),
+            "scaler": "descriptor_scaler.json",
+            "head": "descriptor_head.safetensors (linear, pooled representation -> standardised descriptors)",
+        },
         "unknown_token_rate": unk,
         "rare_in_pretraining": unseen,
     }
@@ -188,6 +237,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--mixed-precision", default="auto")
     p.add_argument("--device", default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init-from", default=None, help="continue pretraining from this backbone folder")
+    p.add_argument("--mlm-probability", type=float, default=0.15)
+    p.add_argument("--mlm-weight", type=float, default=1.0)
+    p.add_argument("--descriptor-weight", type=float, default=0.0, help="weight of descriptor regression (MTR)")
+    p.add_argument("--n-descriptor-molecules", type=int, default=200_000)
+    p.add_argument("--descriptor-workers", type=int, default=2)
     record = pretrain(p.parse_args(argv))
     log.info("done: %s", {k: record[k] for k in ("n_parameters", "final_valid", "wall_seconds_total")})
 

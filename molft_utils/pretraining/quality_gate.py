@@ -1,18 +1,24 @@
-"""Quality gate of the embedded backbone: pretrained vs random initialisation vs ECFP4 + RF.
+"""Quality gate of the embedded backbones: fine-tuned, linear probe, and random forests, one table.
 
-Fine-tunes the backbone and the same architecture from random initialisation on the
-Lipophilicity random split for several seeds with the Foundation training loop, fits ECFP4 +
-RandomForest on the same splits, and writes ``quality_gate.json`` next to the backbone, from which
-the model card's table is rendered::
+For each backbone (v2, the default, and v1, MLM only) and each split (random seeds 0, 1, 2 and the
+scaffold split) it fine-tunes a regression head with early stopping on validation, fits a linear probe
+on the frozen features (:mod:`molft_utils.methods.probe`), and fits random forests on ECFP4, RDKit
+descriptors and both (:mod:`molft_utils.methods.baselines`) on the same molecules. Every row is
+``backbone, method, split, seed, rmse, r2`` (test metrics) plus the fine-tune's convergence record and
+seconds; rows are appended to ``quality_gate.json`` in each model folder as they finish, so an
+interrupted gate resumes where it stopped (a row is redone only if its configuration changed)::
 
-    python -m molft_utils.pretraining.quality_gate --seeds 0 1 2
+    python -m molft_utils.pretraining.quality_gate            # all rows
+    python -m molft_utils.pretraining.quality_gate --smoke    # a few molecules, writes nothing
 
-``--smoke`` runs a few molecules and one epoch (used by the tests).
+Methods: ``finetuned``, ``linear_probe``, ``ecfp4_rf``, ``rdkit_rf``, ``ecfp4+rdkit_rf`` (forests do
+not depend on the backbone and are listed once, with ``backbone = "-"``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -25,97 +31,128 @@ from molft_utils.core.records import environment_info, write_json_atomic
 from molft_utils.data.loading import load_lipophilicity
 from molft_utils.data.splits import get_split
 from molft_utils.methods.baselines import random_forest_baseline
-from molft_utils.models.backbone import DEFAULT_BACKBONE, RegressionModel, load_backbone, random_init_like
+from molft_utils.methods.probe import linear_probe
+from molft_utils.models.backbone import DEFAULT_BACKBONE, MLM_BACKBONE, RegressionModel, load_backbone
 from molft_utils.pretraining.pretrain import write_model_card
-from molft_utils.training.metrics import aggregate, regression_metrics
+from molft_utils.training.convergence import fit_convergence
+from molft_utils.training.metrics import regression_metrics
 from molft_utils.training.train import TrainConfig, fit, predict
 
-__all__ = ["run_quality_gate"]
+__all__ = ["SPLITS", "gate_rows", "run_quality_gate"]
 
 log = logging.getLogger(__name__)
 
+#: (split kind, seed) of the gate.
+SPLITS: tuple[tuple[str, int], ...] = (("random", 0), ("random", 1), ("random", 2), ("scaffold", 0))
+FORESTS = ("ecfp4", "rdkit", "ecfp4+rdkit")
+
+
+def _row_key(row: dict) -> tuple:
+    return row["backbone"], row["method"], row["split"], row["seed"]
+
+
+def gate_rows(
+    backbones: dict[str, Path],
+    splits: Sequence[tuple[str, int]] = SPLITS,
+) -> list[tuple[str, str, str, int]]:
+    """The planned rows ``(backbone, method, split, seed)``, most informative first (random seed 0 first)."""
+    rows = []
+    for kind, seed in splits:
+        for name in backbones:
+            rows.append((name, "finetuned", kind, seed))
+            rows.append((name, "linear_probe", kind, seed))
+        rows.extend(("-", f"{f}_rf", kind, seed) for f in FORESTS)
+    return rows
+
+
+def _one_row(
+    backbone: str, path: Path | None, method: str, kind: str, seed: int, config: TrainConfig, limit: int | None
+) -> dict:
+    df = load_lipophilicity()
+    split = get_split(df, kind=kind, seed=seed)
+    parts = {name: df.iloc[getattr(split, name)[:limit]] for name in ("train", "valid", "test")}
+    smiles = {p: list(f.smiles) for p, f in parts.items()}
+    labels = {p: f.label.to_numpy() for p, f in parts.items()}
+    row: dict = {"backbone": backbone, "method": method, "split": kind, "seed": seed}
+    t0 = time.time()
+    if method.endswith("_rf"):
+        pred = random_forest_baseline(smiles["train"], labels["train"], smiles["test"], seed=seed,
+                                      features=method.removesuffix("_rf"))  # fmt: skip
+        metrics = regression_metrics(labels["test"], pred)
+    elif method == "linear_probe":
+        probe = linear_probe(path, smiles, labels)
+        metrics = probe["test"]
+        row |= {"valid_rmse": probe["valid"]["rmse"], "alpha": probe["alpha"]}
+    else:
+        encoder, tokenizer = load_backbone(path)
+        torch.manual_seed(seed)
+        model = RegressionModel(encoder)
+        cfg = TrainConfig(**{**asdict(config), "seed": seed})
+        res = fit(model, tokenizer, smiles["train"], labels["train"].tolist(), smiles["valid"],
+                  labels["valid"].tolist(), cfg, progress=False)  # fmt: skip
+        metrics = regression_metrics(labels["test"], predict(model, tokenizer, smiles["test"], res.scaler))
+        row |= {"valid_rmse": res.best_valid_rmse, "convergence": fit_convergence(res),
+                "molecules_per_second": res.molecules_per_second}  # fmt: skip
+    row |= {"rmse": metrics["rmse"], "r2": metrics["r2"], "mae": metrics["mae"], "seconds": time.time() - t0}
+    return row
+
 
 def run_quality_gate(
-    seeds: Sequence[int], config: TrainConfig, model_dir: Path = DEFAULT_BACKBONE, limit: int | None = None
+    config: TrainConfig,
+    backbones: dict[str, Path] | None = None,
+    out_dirs: Sequence[Path] = (DEFAULT_BACKBONE, MLM_BACKBONE),
+    splits: Sequence[tuple[str, int]] = SPLITS,
+    limit: int | None = None,
 ) -> dict:
-    """Fine-tune pretrained and random-init backbones and fit ECFP4 + RF for each seed.
-
-    Returns the record written to ``model_dir / "quality_gate.json"`` (unless ``limit`` is set,
-    which subsamples every split for smoke runs and writes nothing).
-    """
-    df = load_lipophilicity()
-    per_method: dict[str, list[dict]] = {"pretrained + head": [], "random init + head": [], "ECFP4 + RandomForest": []}
-    runs = []
-    for seed in seeds:
-        split = get_split(df, kind="random", seed=seed)
-        parts = {name: df.iloc[getattr(split, name)[:limit]] for name in ("train", "valid", "test")}
-        t0 = time.time()
-        rf_pred = random_forest_baseline(
-            parts["train"].smiles.tolist(), parts["train"].label.to_numpy(), parts["test"].smiles.tolist(), seed=seed
-        )
-        per_method["ECFP4 + RandomForest"].append(regression_metrics(parts["test"].label, rf_pred))
-        for name, pretrained in (("pretrained + head", True), ("random init + head", False)):
-            backbone, tokenizer = load_backbone(model_dir)
-            torch.manual_seed(seed)
-            if not pretrained:
-                backbone = random_init_like(backbone)
-            model = RegressionModel(backbone)
-            cfg = TrainConfig(**{**asdict(config), "seed": seed})
-            res = fit(
-                model,
-                tokenizer,
-                parts["train"].smiles.tolist(),
-                parts["train"].label.tolist(),
-                parts["valid"].smiles.tolist(),
-                parts["valid"].label.tolist(),
-                cfg,
-            )
-            pred = predict(model, tokenizer, parts["test"].smiles.tolist(), res.scaler)
-            metrics = regression_metrics(parts["test"].label, pred)
-            per_method[name].append(metrics)
-            runs.append(
-                {
-                    "seed": seed,
-                    "method": name,
-                    "best_epoch": res.best_epoch,
-                    "epochs_run": len(res.history),
-                    "molecules_per_second": res.molecules_per_second,
-                    "test": metrics,
-                }
-            )
-            log.info("seed %d %s: test RMSE %.3f (best epoch %d)", seed, name, metrics["rmse"], res.best_epoch)
-        log.info("seed %d done in %.0f s", seed, time.time() - t0)
-    record = {
-        "description": (
-            f"Lipophilicity, random 80/10/10 split (data/splits), seeds {list(seeds)}; fine-tuning with "
-            f"`molft_utils.training.train.fit` ({config.epochs} epochs max, early stopping on validation RMSE, "
-            f"lr backbone {config.lr_backbone}, lr head {config.lr_head}, batch {config.batch_size}); "
-            "test metrics, mean ± sample std over seeds."
-        ),
-        "source": "`python -m molft_utils.pretraining.quality_gate`; per-run rows in quality_gate.json",
-        "train_config": asdict(config),
-        "methods": {m: aggregate(v) for m, v in per_method.items()},
-        "runs": runs,
-        "environment": environment_info(),
-    }
+    """Run every missing gate row; return the record (written to ``out_dirs`` unless ``limit`` is set)."""
+    backbones = backbones or {"molft-roformer-small (v2)": DEFAULT_BACKBONE,
+                              "molft-roformer-small-mlm (v1)": MLM_BACKBONE}  # fmt: skip
+    description = (
+        "Lipophilicity, random 80/10/10 splits (seeds 0-2) and the scaffold split (data/splits); test metrics. "
+        f"finetuned: `molft_utils.training.train.fit`, at most {config.epochs} epochs, early stopping on "
+        f"validation RMSE (patience {config.patience}), lr backbone {config.lr_backbone}, head {config.lr_head}, "
+        f"batch {config.batch_size}; linear_probe: ridge on frozen mean-pooled features, penalty by "
+        "leave-one-out on train; *_rf: 500-tree random forests on ECFP4 counts, RDKit descriptors, or both."
+    )
+    settings = {"train_config": asdict(config), "backbones": {k: str(v) for k, v in backbones.items()}}
+    record = {"description": description, "settings": settings, "rows": [],
+              "source": "`python -m molft_utils.pretraining.quality_gate`"}  # fmt: skip
+    path0 = Path(out_dirs[0]) / "quality_gate.json"
+    if limit is None and path0.exists():
+        old = json.loads(path0.read_text())
+        if old.get("settings") == settings:
+            record["rows"] = old.get("rows", [])
+    done = {_row_key(r) for r in record["rows"]}
+    record["planned_rows"] = len(gate_rows(backbones, splits))
+    for backbone, method, kind, seed in gate_rows(backbones, splits):
+        if (backbone, method, kind, seed) in done:
+            continue
+        row = _one_row(backbone, backbones.get(backbone), method, kind, seed, config, limit)
+        log.info("%s", {k: v for k, v in row.items() if k != "convergence"})
+        record["rows"].append(row)
+        record["environment"] = environment_info()
+        if limit is None:
+            for d in out_dirs:
+                write_json_atomic(Path(d) / "quality_gate.json", record)
     if limit is None:
-        write_json_atomic(Path(model_dir) / "quality_gate.json", record)
-        write_model_card(Path(model_dir))
+        for d in out_dirs:
+            try:
+                write_model_card(Path(d))
+            except Exception:  # the rows are saved; the card can be rewritten with `pretrain card`
+                log.exception("could not write the model card of %s", d)
     return record
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--epochs", type=int, default=12)
-    p.add_argument("--model-dir", type=Path, default=DEFAULT_BACKBONE)
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--patience", type=int, default=5)
     p.add_argument("--smoke", action="store_true")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cfg = TrainConfig(epochs=1 if a.smoke else a.epochs)
-    record = run_quality_gate(a.seeds, cfg, a.model_dir, limit=64 if a.smoke else None)
-    for method, stats in record["methods"].items():
-        log.info("%s: RMSE %.3f ± %.3f (n=%d)", method, stats["rmse"]["mean"], stats["rmse"]["std"], stats["rmse"]["n"])
+    cfg = TrainConfig(epochs=1 if a.smoke else a.epochs, patience=a.patience)
+    splits = SPLITS[:1] if a.smoke else SPLITS
+    run_quality_gate(cfg, splits=splits, limit=64 if a.smoke else None)
 
 
 if __name__ == "__main__":

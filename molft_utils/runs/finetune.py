@@ -33,6 +33,7 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel, P
 from molft_utils.core.records import ModelCache, to_jsonable
 from molft_utils.core.settings import get_settings
 from molft_utils.data.datasets import DEFAULT_DATASET, DatasetSpec, get_dataset, is_registered_default
+from molft_utils.data.descriptors import DESCRIPTOR_NAMES, DescriptorScaler, rdkit_descriptors
 from molft_utils.data.loading import md5
 from molft_utils.data.splits import Split, get_split, leakage_report, locate_split, remove_overlap
 from molft_utils.models.backbone import (
@@ -42,6 +43,7 @@ from molft_utils.models.backbone import (
     RegressionModel,
     load_backbone,
     random_init_like,
+    resolve_backbone,
 )
 from molft_utils.pretraining.corpus import sha256
 from molft_utils.training import convergence as _convergence
@@ -58,6 +60,9 @@ __all__ = [
     "convergence",
     "evaluate",
     "finetuned_model",
+    "descriptor_adapted_backbone",
+    "descriptor_adaptation_config",
+    "INITS",
     "load_masked_lm",
     "load_task",
     "RECIPE",
@@ -73,7 +78,7 @@ SMOKE_SIZES = {"train": 64, "valid": 32, "test": 32, "pool": 40}
 #: Share of the training split held out as the pool (lessons 02, 03) for a data set without an external pool.
 POOL_FRACTION = 0.2
 #: Bump when the way an artefact is built changes; old cache entries are then never reused.
-CODE_VERSIONS = {"finetuned": "1", "mlm_adapted": "1"}
+CODE_VERSIONS = {"finetuned": "2", "mlm_adapted": "2", "descriptor_adapted": "1"}
 
 
 #: The notebook-01 fine-tuning recipe. Notebook 01 states the same values in its parameters cell (a test
@@ -295,7 +300,7 @@ def load_task(
 
 def backbone_identity(model: str | Path | None = None) -> dict:
     """A cache-key description of a backbone: Hub id + revision, or a local folder's weight hash."""
-    name = str(model) if model not in (None, "default") else str(DEFAULT_BACKBONE)
+    name = str(resolve_backbone(model))
     path = Path(name)
     if path.is_dir():
         weights = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
@@ -308,7 +313,7 @@ def backbone_identity(model: str | Path | None = None) -> dict:
 def load_masked_lm(model: str | Path | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The backbone with its masked-language-model head (for domain-adaptive MLM)."""
     _, tokenizer = load_backbone(model)
-    name = str(model) if model not in (None, "default") else str(DEFAULT_BACKBONE)
+    name = str(resolve_backbone(model))
     kwargs: dict = {}
     if name == MOLFORMER_ID:
         kwargs = {"trust_remote_code": True, "revision": MOLFORMER_REVISION, "deterministic_eval": True}
@@ -356,6 +361,65 @@ def mlm_adapted_backbone(
     return path, history
 
 
+def descriptor_adaptation_config(mlm_config: MLMConfig) -> MLMConfig:
+    """The descriptor domain-adaptation configuration beside a domain-adaptive MLM one: the same epochs,
+    learning rate, batch and seed, with the loss switched from MLM to descriptor regression (no masking)."""
+    return MLMConfig(**{**asdict(mlm_config), "mlm_weight": 0.0, "descriptor_weight": 1.0})
+
+
+def descriptor_adapted_backbone(
+    task: Task,
+    model: str | Path | None = None,
+    config: MLMConfig | None = None,
+    cache: ModelCache | None = None,
+    progress: bool = True,
+) -> tuple[Path, MLMHistory]:
+    """Descriptor domain adaptation (Sultan et al., 2025): multi-task regression of standardised RDKit
+    descriptors on the task's training plus pool SMILES, cached.
+
+    The descriptors are computed from the structures only (never the labels) and standardised on the same
+    molecules; a fresh linear head predicts them from the mean-pooled representation and is discarded
+    afterwards. ``config`` defaults to :func:`descriptor_adaptation_config` of the recipe's MLM settings;
+    the held-out descriptor R² is measured on the validation SMILES (monitoring only). Returns the cache
+    folder (loadable with :func:`~molft_utils.models.backbone.load_backbone`) and the history.
+    """
+    cfg = config or descriptor_adaptation_config(MLMConfig())
+    if cfg.descriptor_weight <= 0:
+        raise ValueError("descriptor adaptation needs descriptor_weight > 0")
+    cache = cache or ModelCache()
+    corpus = list(task.train.smiles) + list(task.pool.smiles)
+    key = {
+        "code_version": CODE_VERSIONS["descriptor_adapted"],
+        "task": task.key,
+        "corpus_sha256": hashlib.sha256("\n".join(corpus).encode()).hexdigest(),
+        "descriptors": list(DESCRIPTOR_NAMES),
+        **backbone_identity(model),
+        "mlm": asdict(cfg),
+    }
+
+    def build(out: Path) -> None:
+        masked_lm, tokenizer = load_masked_lm(model)
+        raw = rdkit_descriptors(corpus)
+        scaler = DescriptorScaler.fit(raw)
+        valid = list(task.valid.smiles)
+        history = train_mlm(
+            masked_lm, tokenizer, corpus, valid, cfg, progress=progress, descriptors=scaler.transform(raw),
+            valid_descriptors=scaler.transform(rdkit_descriptors(valid)),
+        )  # fmt: skip
+        _encoder_of(masked_lm).save_pretrained(out, safe_serialization=True)
+        tokenizer.save_pretrained(out)
+        scaler.save(out / "descriptor_scaler.json")
+        (out / "mlm_history.json").write_text(json.dumps(to_jsonable(history.to_dict()), indent=2) + "\n")
+
+    path = cache.get_or_create("descriptor_adapted", key, build)
+    history = MLMHistory(**json.loads((path / "mlm_history.json").read_text()))
+    return path, history
+
+
+#: Starting points of :func:`finetuned_model`.
+INITS = ("pretrained", "random", "mlm", "descriptors")
+
+
 @dataclass
 class FinetuneArtefact:
     """A cached fine-tuned model and how it was trained."""
@@ -387,7 +451,8 @@ def finetuned_model(
         Data (train / valid parts are used).
     init
         ``"pretrained"`` (the backbone as shipped), ``"random"`` (same architecture, random weights,
-        seeded by ``train_config.seed``) or ``"mlm"`` (after :func:`mlm_adapted_backbone`).
+        seeded by ``train_config.seed``), ``"mlm"`` (after :func:`mlm_adapted_backbone`) or ``"descriptors"``
+        (after :func:`descriptor_adapted_backbone`, configured from ``mlm_config``).
     model
         Backbone: ``None`` for the embedded default, a folder, or a Hub id.
     train_config, mlm_config
@@ -400,8 +465,8 @@ def finetuned_model(
     FinetuneArtefact
         The model in eval mode with its target scaler and training history.
     """
-    if init not in ("pretrained", "random", "mlm"):
-        raise ValueError(f"init must be 'pretrained', 'random' or 'mlm', got {init!r}")
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
     tcfg = train_config or TrainConfig()
     cache = cache or ModelCache()
     key = {
@@ -416,6 +481,10 @@ def finetuned_model(
         mlm_cfg = mlm_config or MLMConfig()
         mlm_path, _ = mlm_adapted_backbone(task, model, mlm_cfg, cache, progress)
         key["mlm"] = {"config": asdict(mlm_cfg), "entry": mlm_path.name}
+    elif init == "descriptors":
+        desc_cfg = descriptor_adaptation_config(mlm_config or MLMConfig())
+        mlm_path, _ = descriptor_adapted_backbone(task, model, desc_cfg, cache, progress)
+        key["descriptor_adaptation"] = {"config": asdict(desc_cfg), "entry": mlm_path.name}
     hit = cache.has("finetuned", key)
 
     def build(out: Path) -> None:

@@ -1,4 +1,4 @@
-"""Masked-language-model training: pretraining the backbone and domain-adaptive MLM.
+"""Masked-language-model training (with optional descriptor multi-task regression).
 
 One loop serves both uses: pretraining the embedded backbone on a million MOSES molecules
 (:mod:`molft_utils.pretraining.pretrain`) and adapting a pretrained backbone to the SMILES of the task
@@ -6,6 +6,12 @@ One loop serves both uses: pretraining the embedded backbone on a million MOSES 
 80 % become ``<mask>``, 10 % a random token and 10 % stay as they are
 (``transformers.DataCollatorForLanguageModeling``). The loss is cross-entropy on the selected
 tokens only.
+
+With descriptor targets (``descriptors=`` and ``MLMConfig.descriptor_weight > 0``) the same loop adds
+multi-task regression (MTR) of standardised RDKit descriptors predicted from the masked mean-pooled
+last hidden state by a linear :class:`DescriptorHead`, as MolBERT's PhysChemPred and ChemBERTa-2's
+MTR do; ``mlm_weight=0`` leaves the descriptor objective alone (no masking), which is descriptor
+domain adaptation (Sultan et al., 2025). The loss is ``mlm_weight * MLM + descriptor_weight * MSE``.
 """
 
 from __future__ import annotations
@@ -20,14 +26,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 from transformers import DataCollatorForLanguageModeling, PreTrainedModel, PreTrainedTokenizerFast
 from transformers.optimization import get_cosine_schedule_with_warmup
 
 from molft_utils.core.device import autocast, autocast_dtype, get_device, grad_scaler, seed_everything
 from molft_utils.core.progress import progress_bar
+from molft_utils.models.backbone import mean_pool, speed_up_backbone
 from molft_utils.training.batching import bucketed_batches, sequential_batches
+from molft_utils.training.train import make_adamw
 
-__all__ = ["MLMConfig", "MLMHistory", "evaluate_mlm", "train_mlm"]
+__all__ = ["DescriptorHead", "MLMConfig", "MLMHistory", "evaluate_descriptors", "evaluate_mlm", "train_mlm"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +65,12 @@ class MLMConfig:
         ``auto`` | ``bf16`` | ``fp16`` | ``no`` (see :func:`molft_utils.core.device.autocast_dtype`).
     seed
         Seeds batch order, masking and dropout.
+    mlm_weight, descriptor_weight
+        Weights of the MLM loss and of the descriptor regression loss (the latter needs
+        ``descriptors=`` in :func:`train_mlm`). ``mlm_weight=0`` trains on unmasked input.
+    fast
+        Switch the model to :func:`molft_utils.models.backbone.speed_up_backbone` (the fine-tuning fast
+        path: de-interleaved rotary attention, cheaper dropout masks).
     """
 
     max_steps: int | None = None
@@ -71,6 +86,20 @@ class MLMConfig:
     max_grad_norm: float = 1.0
     mixed_precision: str = "auto"
     seed: int = 0
+    mlm_weight: float = 1.0
+    descriptor_weight: float = 0.0
+    fast: bool = True
+
+
+class DescriptorHead(nn.Module):
+    """A linear map from the pooled encoder representation to standardised descriptors."""
+
+    def __init__(self, hidden: int, n_descriptors: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(hidden, n_descriptors)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.linear(pooled)
 
 
 @dataclass
@@ -133,6 +162,43 @@ def evaluate_mlm(
     return {"loss": total_loss / max(n, 1), "accuracy": correct / max(n, 1), "n_tokens": n}
 
 
+def _encoder(model: PreTrainedModel) -> nn.Module:
+    return getattr(model, model.base_model_prefix)
+
+
+@torch.no_grad()
+def evaluate_descriptors(
+    model: PreTrainedModel,
+    head: nn.Module,
+    tokenizer: PreTrainedTokenizerFast,
+    smiles: Sequence[str] | list[list[int]],
+    targets: np.ndarray,
+    batch_size: int = 256,
+    mixed_precision: str = "auto",
+) -> dict[str, float]:
+    """Descriptor regression on unmasked ``smiles``: ``{"mse", "r2"}`` (R² averaged over descriptors)."""
+    ids = smiles if smiles and isinstance(smiles[0], list) else _tokenize(tokenizer, smiles)  # type: ignore[arg-type]
+    device = next(model.parameters()).device
+    dtype = autocast_dtype(device, mixed_precision)
+    was_training = model.training
+    model.eval()
+    head.eval()
+    preds = np.zeros_like(targets, dtype=np.float32)
+    for batch_idx in sequential_batches([len(x) for x in ids], batch_size):
+        batch = tokenizer.pad({"input_ids": [ids[i] for i in batch_idx]}, return_tensors="pt")
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with autocast(device, dtype):
+            hidden = _encoder(model)(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            pooled = mean_pool(hidden.last_hidden_state.float(), batch["attention_mask"])
+        preds[np.asarray(batch_idx)] = head(pooled).float().cpu().numpy()
+    model.train(was_training)
+    head.train(was_training)
+    err = ((preds - targets) ** 2).mean(0)
+    var = targets.var(0)
+    r2 = 1 - err[var > 0] / var[var > 0]
+    return {"mse": float(err.mean()), "r2": float(r2.mean())}
+
+
 def _save_checkpoint(path: Path, state: dict) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
@@ -148,8 +214,11 @@ def train_mlm(
     checkpoint_dir: Path | None = None,
     device: torch.device | None = None,
     progress: bool = True,
+    descriptors: np.ndarray | None = None,
+    valid_descriptors: np.ndarray | None = None,
+    descriptor_head: nn.Module | None = None,
 ) -> MLMHistory:
-    """Train ``model`` (a ``...ForMaskedLM``) with the MLM objective.
+    """Train ``model`` (a ``...ForMaskedLM``) with the MLM objective (and descriptor regression).
 
     Parameters
     ----------
@@ -169,6 +238,12 @@ def train_mlm(
         Defaults to :func:`molft_utils.core.device.get_device`.
     progress
         Show a tqdm bar (``TQDM_DISABLE=1`` silences it).
+    descriptors, valid_descriptors
+        Standardised descriptor targets, one row per training / held-out SMILES (needed when
+        ``config.descriptor_weight > 0``).
+    descriptor_head
+        The head predicting them (trained in place; created as :class:`DescriptorHead` if omitted,
+        pass one to keep it: the function trains it but does not return it).
 
     Returns
     -------
@@ -180,6 +255,19 @@ def train_mlm(
     device = device or get_device()
     dtype = autocast_dtype(device, cfg.mixed_precision)
     seed_everything(cfg.seed)
+    if cfg.fast:
+        speed_up_backbone(model)
+    use_desc = cfg.descriptor_weight > 0
+    use_mlm = cfg.mlm_weight > 0
+    if not (use_desc or use_mlm):
+        raise ValueError("both mlm_weight and descriptor_weight are 0: nothing to train")
+    if use_desc:
+        if descriptors is None or len(descriptors) != len(train_smiles):
+            raise ValueError("descriptor_weight > 0 needs one descriptor row per training SMILES")
+        if descriptor_head is None:
+            descriptor_head = DescriptorHead(model.config.hidden_size, descriptors.shape[1])
+        descriptor_head.to(device).train()
+        desc_t = torch.as_tensor(np.asarray(descriptors, dtype=np.float32))
     model.to(device).train()
 
     ids = _tokenize(tokenizer, train_smiles)
@@ -189,13 +277,17 @@ def train_mlm(
     total_steps = cfg.max_steps or max(1, round(cfg.epochs * steps_per_epoch))
 
     decay, no_decay = [], []
-    for name, p in model.named_parameters():
+    named = list(model.named_parameters())
+    if use_desc:
+        named += [(f"descriptor_head.{n}", p) for n, p in descriptor_head.named_parameters()]
+    for name, p in named:
         if p.requires_grad:
             (no_decay if p.ndim < 2 or "LayerNorm" in name else decay).append(p)
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr,
-    )
+    optimizer = make_adamw(
+        [{"params": decay, "weight_decay": cfg.weight_decay, "lr": cfg.lr},
+         {"params": no_decay, "weight_decay": 0.0, "lr": cfg.lr}],
+        weight_decay=cfg.weight_decay,
+    )  # fmt: skip
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup_fraction * total_steps), total_steps)
     scaler = grad_scaler(device, dtype)
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=cfg.mlm_probability)
@@ -206,6 +298,8 @@ def train_mlm(
     if ckpt_path and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
+        if use_desc:
+            descriptor_head.load_state_dict(state["descriptor_head"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
@@ -221,9 +315,14 @@ def train_mlm(
             "lr": scheduler.get_last_lr()[0],
             "seconds": elapsed_before + time.perf_counter() - t0,
         }
-        if valid_ids:
+        if valid_ids and use_mlm:
             metrics = evaluate_mlm(model, tokenizer, valid_ids, mixed_precision=cfg.mixed_precision)
             row |= {"valid_loss": metrics["loss"], "valid_accuracy": metrics["accuracy"]}
+        if valid_ids and use_desc and valid_descriptors is not None:
+            metrics = evaluate_descriptors(
+                model, descriptor_head, tokenizer, valid_ids, valid_descriptors, mixed_precision=cfg.mixed_precision
+            )
+            row |= {"valid_descriptor_mse": metrics["mse"], "valid_descriptor_r2": metrics["r2"]}
         history.rows.append(row)
         log.info("MLM %s", {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
 
@@ -239,13 +338,30 @@ def train_mlm(
             lengths, cfg.batch_size, np.random.default_rng([cfg.seed, epoch]), cfg.bucket_batches
         )
         for batch_idx in batches[step - epoch * steps_per_epoch :]:
-            batch = _collate(collator, [ids[i] for i in batch_idx])
+            if use_mlm:
+                batch = _collate(collator, [ids[i] for i in batch_idx])
+            else:
+                batch = dict(tokenizer.pad({"input_ids": [ids[i] for i in batch_idx]}, return_tensors="pt"))
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             with autocast(device, dtype):
-                loss = model(**batch).loss
+                if use_mlm:
+                    out = model(**batch, output_hidden_states=use_desc)
+                    loss = cfg.mlm_weight * out.loss
+                    hidden = out.hidden_states[-1] if use_desc else None
+                else:
+                    loss = 0.0
+                    hidden = _encoder(model)(
+                        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+                    ).last_hidden_state
+                if use_desc:
+                    pooled = mean_pool(hidden.float(), batch["attention_mask"])
+                    target = desc_t[torch.as_tensor(batch_idx)].to(device)
+                    desc_loss = nn.functional.mse_loss(descriptor_head(pooled).float(), target)
+                    loss = loss + cfg.descriptor_weight * desc_loss
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]],
+                                           cfg.max_grad_norm)  # fmt: skip
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
@@ -268,6 +384,7 @@ def train_mlm(
                     ckpt_path,
                     {
                         "model": model.state_dict(),
+                        "descriptor_head": descriptor_head.state_dict() if use_desc else None,
                         "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(),
                         "torch_rng": torch.get_rng_state(),
@@ -284,4 +401,6 @@ def train_mlm(
         evaluate_and_log(running / max(n_running, 1))
     history.wall_seconds = elapsed_before + time.perf_counter() - t0
     model.eval()
+    if use_desc:
+        descriptor_head.eval()
     return history
