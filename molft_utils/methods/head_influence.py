@@ -138,6 +138,8 @@ class HeadInfluence:
             "lissa depth run": float(self.lissa_info.iterations),
             "cg iterations": float(self.cg_info.iterations),
             "real model LiSSA vs CG rel error": self.rel_error,
+            "lissa rel residual": float(self.lissa_info.extra.get("rel_residual", float("nan"))),
+            "lissa converged": float(self.lissa_info.converged),
             "real model LiSSA vs CG score spearman": self.spearman,
             **{f"seconds {k}": v for k, v in self.timings.items()},
         }
@@ -217,6 +219,8 @@ def head_influence(
         hess, s, scale=scale, damping=damping, depth=lissa_depth, tol=lissa_tol, record_every=20, progress=progress
     )
     timings["lissa"] = time.perf_counter() - t0
+    # LiSSA's own accuracy: the relative residual of (H + λI) h = s, one more HVP
+    info_l.extra["rel_residual"] = float((hess.matvec(h_l) + damping * h_l - s).norm() / s.norm())
     t0 = time.perf_counter()
     pool = HeadProblem.collate(f_pool, scaled(pool_y))
     both = torch.stack([h_cg, h_l], dim=1)

@@ -45,11 +45,15 @@ through :func:`regression_loss_fn`.
 The code lives in four modules, re-exported here (``from molft_utils.methods import influence as inf``):
 :mod:`.model_fn` (parameter subsets, flat vectors, the model as a function of its parameters),
 :mod:`.hessian` (gradients, HVPs, per-sample gradients, dense Hessians, eigenvalues), :mod:`.solvers`
-(LiSSA, CG, dense solve) and :mod:`.scores` (influence scores, the speed benchmark, LiSSA vs CG).
+(LiSSA, CG, dense solve) and :mod:`.scores` (influence scores, the speed benchmark, LiSSA vs CG); the
+checks with a known answer on the head's output layer: :mod:`.output_layer` (exact refits),
+:mod:`.noise` (planted label noise) and
+:mod:`.head_grads` (per-sample head gradients: loop, ``vmap``, one matmul).
 """
 
 from __future__ import annotations
 
+from molft_utils.methods.influence.head_grads import benchmark_head_scoring, head_projected_grads
 from molft_utils.methods.influence.hessian import (
     HessianOperator,
     dense_hessian,
@@ -72,6 +76,15 @@ from molft_utils.methods.influence.model_fn import (
     regression_sample_loss_fn,
     select_parameters,
     unflatten,
+)
+from molft_utils.methods.influence.noise import RANKERS, corrupt_labels, detection_metrics, planted_noise, rankings
+from molft_utils.methods.influence.output_layer import (
+    OutputLayer,
+    exact_addition_effects,
+    fit_output_layer,
+    output_layer_theta,
+    penultimate_features,
+    ridge_damping,
 )
 from molft_utils.methods.influence.scores import (
     InfluenceResult,
@@ -96,6 +109,19 @@ __all__ = [
     "Params",
     "HessianOperator",
     "InfluenceResult",
+    "OutputLayer",
+    "RANKERS",
+    "benchmark_head_scoring",
+    "corrupt_labels",
+    "detection_metrics",
+    "exact_addition_effects",
+    "fit_output_layer",
+    "head_projected_grads",
+    "output_layer_theta",
+    "penultimate_features",
+    "planted_noise",
+    "rankings",
+    "ridge_damping",
     "LissaDivergenceError",
     "SolverInfo",
     "benchmark_scoring",
