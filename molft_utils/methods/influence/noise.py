@@ -14,7 +14,8 @@ on the exact output-layer problem of :mod:`.output_layer` (frozen features of th
 most helpful / most harmful / random pool molecules by validation influence, each reported on validation **and**
 test (a selection made with the validation loss is optimistic on validation).
 
-Two settings of the fitted model: ``"candidates"`` — the output layer fitted on the training split only, the pool
+The removals and selections use the rankings of the ``"candidates"`` setting. Two settings of the fitted
+model: ``"candidates"`` — the output layer fitted on the training split only, the pool
 scored as candidates for addition (the lesson's situation); ``"training"`` — fitted on training + noisy pool,
 the pool members scored as training points (Koh & Liang's mislabelled-data setting).
 """
