@@ -71,9 +71,10 @@ def test_sign_convention_end_to_end_through_head_influence(tiny_mlm, tokenizer):
     feats = ip.head_features(tiny, tokenizer, smiles[va])
     pred = tiny.head(feats).squeeze(-1).detach().double().numpy()
     agree = ip.head_influence(tiny, tokenizer, smiles[tr], y[tr], smiles[va], y[va], smiles[va], y[va],
-                              damping_fraction=0.05, cg_tol=1e-10)
+                              damping_fraction=0.05, cg_tol=1e-10, eig_tol=1e-10)
     flip = ip.head_influence(tiny, tokenizer, smiles[tr], y[tr], smiles[va], y[va], smiles[va], 2 * pred - y[va],
-                             damping_fraction=0.05, cg_tol=1e-10)
+                             damping_fraction=0.05, cg_tol=1e-10, eig_tol=1e-10)
+    assert flip.damping == pytest.approx(agree.damping, rel=1e-6)  # Lanczos to a tight tolerance: the same λ
     np.testing.assert_allclose(flip.scores, -agree.scores, rtol=1e-4, atol=1e-7 * np.abs(agree.scores).max())
     assert agree.scores.sum() > 0
     assert np.isfinite(agree.lissa_info.extra["rel_residual"]) and agree.lissa_info.extra["rel_residual"] < 1e-2
