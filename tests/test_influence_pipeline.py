@@ -164,3 +164,25 @@ def test_one_set_of_solver_defaults() -> None:
         assert {k: params[k].default for k in ip.SOLVER_DEFAULTS} == ip.SOLVER_DEFAULTS, fn.__name__
     assert ip.influence_settings() == ip.SOLVER_DEFAULTS
     assert ip.influence_settings(smoke=True)["lissa_depth"] == min(200, ip.SOLVER_DEFAULTS["lissa_depth"])
+
+
+def test_k0_retrain_reproduces_the_scored_models_recipe(tiny_mlm, tokenizer, tmp_path):
+    """Lesson 02's retrains follow finetuned_model's recipe: with no additions they give the scored model back."""
+    from types import SimpleNamespace
+
+    from molft_utils.runs import finetune
+
+    backbone = tmp_path / "backbone"
+    tiny_mlm.roformer.save_pretrained(backbone)
+    tokenizer.save_pretrained(backbone)
+    frame = pd.DataFrame({"smiles": SMILES, "label": Y})
+    train, valid, pool = frame.iloc[:6], frame.iloc[6:8], frame.iloc[8:]
+    cfg = TrainConfig(epochs=2, batch_size=4, mixed_precision="no", seed=3)
+    cache = ModelCache(tmp_path / "cache")
+    task = SimpleNamespace(key={"test": "k0"}, train=train, valid=valid)
+    scored = finetune.finetuned_model(task, "pretrained", backbone, cfg, cache=cache, progress=False)
+    k0 = ip.retrain_with_additions(backbone, train, pool.iloc[:0], valid, cfg, cache)
+    for (na, pa), (nb, pb) in zip(scored.model.named_parameters(), k0.model.named_parameters(), strict=True):
+        assert na == nb
+        torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6)
+    assert k0.fit.best_valid_rmse == pytest.approx(scored.fit.best_valid_rmse, rel=1e-5)

@@ -86,7 +86,7 @@ log = logging.getLogger(__name__)
 # --------------------------------------------------------------------------------------------
 
 #: Bump when what :func:`cached_head_influence` stores, or how :func:`head_influence` computes it, changes.
-INFLUENCE_CODE_VERSION = "2"
+INFLUENCE_CODE_VERSION = "3"  # 3: LiSSA records its relative residual
 
 
 def influence_settings(

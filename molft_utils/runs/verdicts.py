@@ -195,8 +195,25 @@ def theory_checks(lesson: str, records: Sequence[Mapping]) -> list[str]:
         shown, word = _direction(_diag(records, "duplicates spearman(|label diff|, score)"))
         lines.append(
             f"- Spearman(|pool label − Lipophilicity label|, influence score) on pool–train duplicates: {shown}, "
-            f"**{word} 0**. Theory's expectation: below 0 (a disagreeing label scored harmful)."
+            f"**{word} 0**. Theory: the sign is not fixed (the score is linear in the residual; the disagreement sets "
+            "its magnitude)."
         )
+        mag = _diag(records, "duplicates spearman(|label diff|, |score|)")
+        if mag:
+            shown, word = _direction(mag)
+            lines.append(f"- Spearman(|label difference|, |influence score|) on the duplicates: {shown}, **{word} 0**. "
+                         "Theory's expectation: above 0.")
+        for ranker in ("validation influence", "self-influence", "loss"):
+            auc = _diag(records, f"noise AUC {ranker} (candidates)")
+            if auc:
+                shown, word = _direction(auc, zero=0.5)
+                lines.append(f"- Planted noise: ROC AUC of {ranker} for finding the corrupted labels: "
+                             f"{shown}, **{word} 0.5** (chance).")
+        r = _diag(records, "exact check pearson r")
+        if r:
+            shown, word = _direction(r, zero=0.9)
+            lines.append(f"- Exact check (output layer): Pearson r of predicted vs actual change of validation loss "
+                         f"{shown}, **{word} 0.9**. Expectation: above (a quadratic problem).")
     if lesson.startswith("03"):
         shown, word = _direction(_diag(records, "Spearman influence vs |model error| on pool"))
         lines.append(
