@@ -34,10 +34,15 @@ Typical use::
 method measured in a fresh process, so that run order does not matter), :func:`parameter_budget` with
 :func:`encoder_without_weights` (trainable-parameter counts of a larger model, e.g. MoLFormer-XL's shape,
 computed without weights) (the Pareto figure: :func:`molft_utils.runs.plotting.pareto_figure`).
+
+Modules: :mod:`.settings` (a dataclass per method), :mod:`.targets` (target modules by role), :mod:`.setup`
+(the registry, :func:`prepare`, :func:`fine_tune`), :mod:`.merge` (merging adapters), :mod:`.budget` (the
+equal-budget view of recorded runs) and :mod:`.probes` (memory, inference time, parameter budgets).
 """
 
-from molft_utils.methods.peft_methods import probes, setup
+from molft_utils.methods.peft_methods import budget, probes, setup
+from molft_utils.methods.peft_methods.budget import *  # noqa: F403
 from molft_utils.methods.peft_methods.probes import *  # noqa: F403
 from molft_utils.methods.peft_methods.setup import *  # noqa: F403
 
-__all__ = [*setup.__all__, *probes.__all__]
+__all__ = [*setup.__all__, *probes.__all__, *budget.__all__]

@@ -1,5 +1,7 @@
-"""PEFT set-up: settings per method, target modules by role, the method registry, :func:`prepare`,
-merging and :func:`fine_tune`."""
+"""PEFT set-up: the method registry, :func:`prepare` (trainable-parameter selection and counts) and
+:func:`fine_tune`. Settings live in :mod:`.settings`, target modules by role in :mod:`.targets`, merging in
+:mod:`.merge` (re-exported here, so ``from molft_utils.methods.peft_methods.setup import LoraSettings`` keeps
+working)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,22 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from molft_utils.core.registry import Registry
+from molft_utils.methods.peft_methods.merge import merge_adapters, merge_and_save
+from molft_utils.methods.peft_methods.settings import (
+    AdaLoraSettings,
+    BitFitSettings,
+    DoraSettings,
+    FullSettings,
+    IA3Settings,
+    LoraSettings,
+    Settings,
+)
+from molft_utils.methods.peft_methods.targets import (
+    NoTargetModulesError,
+    attention_targets,
+    feedforward_targets,
+    lora_targets,
+)
 from molft_utils.models.backbone import RegressionModel
 from molft_utils.training.train import TrainHooks
 
@@ -42,223 +60,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-_ATTENTION_ROLES = {"query": ("query", "q_proj"), "key": ("key", "k_proj"), "value": ("value", "v_proj")}
-
-
-class NoTargetModulesError(ValueError):
-    """No module of the requested role was found in the backbone."""
-
-
-# ---------------------------------------------------------------------------------------------
-# settings
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class FullSettings:
-    """Full fine-tuning: every parameter trains (nothing to set)."""
-
-
-@dataclass
-class BitFitSettings:
-    """BitFit: every bias of the encoder trains (plus the head).
-
-    Attributes
-    ----------
-    include_layernorm
-        Also train the LayerNorm biases (the BitFit paper trains all bias terms).
-    """
-
-    include_layernorm: bool = True
-
-
-@dataclass
-class LoraSettings:
-    """LoRA on self-attention.
-
-    Attributes
-    ----------
-    r, alpha, dropout
-        Rank, scaling numerator (update scaled by ``alpha / r``) and dropout on the LoRA input.
-    roles
-        Attention projections to adapt, a subset of ``("query", "key", "value")``.
-    feedforward
-        Also adapt the FFN: ``"none"``, ``"up"``, ``"down"`` or ``"both"``.
-    """
-
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.1
-    roles: tuple[str, ...] = ("query", "key", "value")
-    feedforward: str = "none"
-
-
-@dataclass
-class DoraSettings(LoraSettings):
-    """DoRA: LoRA on the direction of the weight plus a trainable magnitude vector."""
-
-
-@dataclass
-class AdaLoraSettings:
-    """AdaLoRA on self-attention.
-
-    Attributes
-    ----------
-    init_r, target_r
-        Initial rank of every adapted matrix and the average rank left after budget pruning.
-    alpha, dropout
-        As for LoRA.
-    warmup_fraction, final_fraction
-        ``tinit`` and ``tfinal`` of AdaLoRA as fractions of the total steps: steps before the
-        first pruning and steps at the end with a frozen rank pattern.
-    delta_t
-        Steps between two budget allocations.
-    beta1, beta2
-        EMA coefficients of the importance score and of its uncertainty.
-    orth_reg_weight
-        Weight of the orthogonality regulariser ``||P^T P - I||_F + ||Q Q^T - I||_F``.
-    roles
-        Attention projections to adapt.
-    """
-
-    init_r: int = 12
-    target_r: int = 8
-    alpha: int = 16
-    dropout: float = 0.1
-    warmup_fraction: float = 0.1
-    final_fraction: float = 0.2
-    delta_t: int = 10
-    beta1: float = 0.85
-    beta2: float = 0.85
-    orth_reg_weight: float = 0.5
-    roles: tuple[str, ...] = ("query", "key", "value")
-
-
-@dataclass
-class IA3Settings:
-    """(IA)³: learned rescaling of keys, values and the FFN intermediate activation.
-
-    Attributes
-    ----------
-    roles
-        Attention projections whose output is rescaled (the paper: key and value).
-    feedforward
-        Which FFN projection to adapt; ``"down"`` rescales its input, i.e. the intermediate
-        activation, as in the paper. ``"up"`` rescales the up-projection's output, ``"both"`` does
-        both.
-    """
-
-    roles: tuple[str, ...] = ("key", "value")
-    feedforward: str = "down"
-
-
-Settings = FullSettings | BitFitSettings | LoraSettings | DoraSettings | AdaLoraSettings | IA3Settings
-
 def default_settings(method: str) -> Settings:
     """The default settings dataclass of ``method``."""
     return PEFT_METHODS[method].settings()
-
-
-# ---------------------------------------------------------------------------------------------
-# target modules by role
-# ---------------------------------------------------------------------------------------------
-
-
-def _linear_children(module: nn.Module) -> dict[str, nn.Module]:
-    return {n: m for n, m in module.named_children() if isinstance(m, nn.Linear)}
-
-
-def attention_targets(backbone: nn.Module, roles: Sequence[str] = ("query", "key", "value")) -> list[str]:
-    """Full names of the self-attention projections of ``backbone``.
-
-    A module whose linear children are named ``query``/``key``/``value`` (BERT, RoFormer,
-    MoLFormer: ``encoder.layer.{i}.attention.self.query``) or ``q_proj``/``k_proj``/``v_proj`` is a
-    self-attention block; the requested projections of every such block are returned.
-
-    Parameters
-    ----------
-    backbone
-        The encoder (not wrapped by peft).
-    roles
-        Any of ``"query"``, ``"key"``, ``"value"``.
-
-    Raises
-    ------
-    NoTargetModulesError
-        When no self-attention projection is found.
-    """
-    unknown = set(roles) - set(_ATTENTION_ROLES)
-    if unknown or not roles:
-        raise ValueError(f"roles must be a non-empty subset of {tuple(_ATTENTION_ROLES)}, got {tuple(roles)}")
-    found: list[str] = []
-    for name, module in backbone.named_modules():
-        linears = _linear_children(module)
-        for spelling in range(2):
-            names = {role: _ATTENTION_ROLES[role][spelling] for role in _ATTENTION_ROLES}
-            if all(n in linears for n in names.values()):
-                found += [f"{name}.{names[role]}" if name else names[role] for role in roles]
-    if not found:
-        raise NoTargetModulesError(
-            f"no self-attention projections (query/key/value or q_proj/k_proj/v_proj linear layers) found in "
-            f"{type(backbone).__name__}"
-        )
-    return found
-
-
-def feedforward_targets(backbone: nn.Module, part: str = "both") -> list[str]:
-    """Full names of the feed-forward projections of every transformer layer of ``backbone``.
-
-    A transformer layer is recognised as a module with an ``intermediate`` child holding a linear
-    ``dense`` (the up-projection, hidden → intermediate) and an ``output`` child holding a linear
-    ``dense`` (the down-projection, intermediate → hidden). The attention output projection
-    (``attention.output.dense``) lives one level deeper, under ``attention``, and is therefore never
-    returned.
-
-    Parameters
-    ----------
-    backbone
-        The encoder (not wrapped by peft).
-    part
-        ``"up"`` (``intermediate.dense``), ``"down"`` (the layer's ``output.dense``) or ``"both"``.
-
-    Raises
-    ------
-    NoTargetModulesError
-        When no feed-forward block is found.
-    """
-    if part not in ("up", "down", "both"):
-        raise ValueError(f"part must be 'up', 'down' or 'both', got {part!r}")
-    found: list[str] = []
-    for name, module in backbone.named_modules():
-        children = dict(module.named_children())
-        up = children.get("intermediate")
-        down = children.get("output")
-        if up is None or down is None:
-            continue
-        up_dense, down_dense = getattr(up, "dense", None), getattr(down, "dense", None)
-        if not (isinstance(up_dense, nn.Linear) and isinstance(down_dense, nn.Linear)):
-            continue
-        if up_dense.out_features != down_dense.in_features:
-            continue
-        prefix = f"{name}." if name else ""
-        if part in ("up", "both"):
-            found.append(f"{prefix}intermediate.dense")
-        if part in ("down", "both"):
-            found.append(f"{prefix}output.dense")
-    if not found:
-        raise NoTargetModulesError(
-            "no feed-forward block (intermediate.dense + output.dense linear layers) found in "
-            f"{type(backbone).__name__}"
-        )
-    return found
-
-
-def _lora_targets(backbone: nn.Module, settings: LoraSettings | AdaLoraSettings) -> list[str]:
-    targets = attention_targets(backbone, settings.roles)
-    ff = getattr(settings, "feedforward", "none")
-    if ff != "none":
-        targets += feedforward_targets(backbone, ff)
-    return targets
 
 
 # ---------------------------------------------------------------------------------------------
@@ -416,7 +220,7 @@ def _setup_bitfit(model: RegressionModel, settings: BitFitSettings, hooks: Train
 
 def _lora_setup(dora: bool) -> Callable[[RegressionModel, LoraSettings, TrainHooks, int | None], list[str]]:
     def setup(model: RegressionModel, settings: LoraSettings, hooks: TrainHooks, total_steps: int | None) -> list:
-        targets = _lora_targets(model.backbone, settings)
+        targets = lora_targets(model.backbone, settings)
         config = LoraConfig(
             r=settings.r,
             lora_alpha=settings.alpha,
@@ -453,7 +257,7 @@ def _setup_adalora(
     if total_steps < 2:
         # peft's final budget allocation reads importance scores gathered in earlier steps
         raise ValueError("AdaLoRA needs at least 2 optimiser steps (total_steps >= 2)")
-    targets = _lora_targets(model.backbone, settings)
+    targets = lora_targets(model.backbone, settings)
     tinit = int(settings.warmup_fraction * total_steps)
     tfinal = int(settings.final_fraction * total_steps)
     if tinit >= total_steps - tfinal:
@@ -570,48 +374,6 @@ def prepare(
         setup.n_trainable_backbone,
     )
     return setup
-
-
-# ---------------------------------------------------------------------------------------------
-# merge and save
-# ---------------------------------------------------------------------------------------------
-
-
-def merge_adapters(model: RegressionModel) -> RegressionModel:
-    """Fold LoRA/DoRA/AdaLoRA/IA3 adapters into the base weights, in place.
-
-    After merging ``model.backbone`` is the plain encoder again (``merge_and_unload``); for full
-    fine-tuning and BitFit (no wrapper) the model is returned unchanged.
-    """
-    if isinstance(model.backbone, PeftModel):
-        model.backbone = model.backbone.merge_and_unload()
-    for p in model.parameters():
-        p.requires_grad_(True)
-    return model
-
-
-def merge_and_save(model: RegressionModel, path: str | Path, extra: dict | None = None) -> Path:
-    """Merge the adapters into the backbone and save a plain :class:`RegressionModel` checkpoint.
-
-    The result loads with :meth:`RegressionModel.load` without ``peft``. ``model`` itself is merged
-    in place (its backbone is no longer a ``PeftModel`` afterwards).
-
-    Parameters
-    ----------
-    model
-        A model prepared by :func:`prepare` (any method) and trained.
-    path
-        Output folder.
-    extra
-        Metadata stored in ``regression.json`` next to ``{"merged_from": <peft type or None>}``.
-    """
-    peft_type = None
-    if isinstance(model.backbone, PeftModel):
-        peft_type = str(model.backbone.peft_config[model.backbone.active_adapter].peft_type.value)
-    merge_adapters(model)
-    return model.save(path, {"merged_from": peft_type} | (extra or {}))
-
-
 
 
 def fine_tune(
