@@ -435,3 +435,97 @@ def test_a_new_robust_method_is_one_registration(tokenizer, monkeypatch):
         robust.train_method("Head-only 0.02", backbone, tokenizer, SMILES, Y, SMILES, Y, QUICK, 2, 2)
     _, res = robust.train_method("Head-only 0.02", backbone, tokenizer, SMILES, Y, SMILES, Y, QUICK, 2, 2, strength=3.0)
     assert seen == [3.0] and res.config["lr_head"] == 0.02
+
+
+# ------------------------------------------------------------------- issue 21: budgets, frozen LP, soups
+def test_epoch_budget_and_validation_halves():
+    from molft_utils.methods.robust import epoch_budget, split_validation
+
+    cfg = epoch_budget(50, {50: 60, 100: 50, "all": 15}, QUICK)
+    assert cfg.epochs == 60 and cfg.batch_size == QUICK.batch_size
+    assert epoch_budget("all", {50: 60, "all": 15}, QUICK).epochs == 15
+    with pytest.raises(KeyError, match="no epoch budget"):
+        epoch_budget(500, {50: 60}, QUICK)
+    halves = split_validation(420, seed=0)
+    assert halves.sizes() == {"select": 210, "post": 210, "post_fit": 105, "post_select": 105}
+    parts = [set(halves.select), set(halves.post_fit), set(halves.post_select)]
+    assert not (parts[0] & parts[1]) and not (parts[0] & parts[2]) and not (parts[1] & parts[2])
+    assert parts[0] | parts[1] | parts[2] == set(range(420))
+    assert set(halves.post) == parts[1] | parts[2]
+    np.testing.assert_array_equal(halves.select, split_validation(420, seed=0).select)
+    assert not np.array_equal(halves.select, split_validation(420, seed=1).select)
+
+
+def test_linear_probe_on_frozen_features_matches_the_probed_model(tokenizer):
+    from molft_utils.methods.robust import linear_probe, pooled_features
+    from molft_utils.training.convergence import fit_convergence
+
+    backbone = _model(tokenizer, layers=1).backbone
+    before = snapshot_state(backbone)
+    x = pooled_features(backbone, tokenizer, SMILES, mixed_precision="no")
+    assert x.shape == (len(SMILES), backbone.config.hidden_size)
+    cfg = TrainConfig(epochs=40, batch_size=4, lr_head=1e-2, patience=5, mixed_precision="no", seed=0)
+    model, res = linear_probe(backbone, x, Y, x, Y, cfg)
+    assert all(torch.equal(v, model.backbone.state_dict()[k]) for k, v in before.items()), "encoder frozen"
+    assert all(torch.equal(v, backbone.state_dict()[k]) for k, v in before.items()), "argument untouched"
+    assert res.n_trainable == sum(p.numel() for p in model.head.parameters())
+    assert res.history[res.best_epoch - 1]["valid_rmse"] == res.best_valid_rmse
+    assert res.best_valid_rmse < res.history[0]["valid_rmse"], "the head learned something"
+    # the probed model predicts through the encoder what the head predicted on the cached features
+    pred = predict(model, tokenizer, SMILES, res.scaler, mixed_precision="no")
+    rmse = float(np.sqrt(np.mean((pred - np.asarray(Y)) ** 2)))
+    assert rmse == pytest.approx(res.best_valid_rmse, rel=1e-4)
+    assert fit_convergence(res)["epochs_run"] == len(res.history)
+    # the same initial head as a fine-tune of that seed
+    torch.manual_seed(cfg.seed)
+    fresh = RegressionModel(copy.deepcopy(backbone))
+    model2, _ = linear_probe(backbone, x, Y, x, Y, TrainConfig(**{**cfg.__dict__, "epochs": 1, "lr_head": 0.0}))
+    assert torch.allclose(model2.head[0].weight, fresh.head[0].weight)
+
+
+def test_interpolate_models_endpoints(tokenizer):
+    from molft_utils.methods.robust import interpolate_models
+
+    a = _model(tokenizer, layers=1)
+    b = _perturbed(a, seed=3)
+    for alpha, ref in ((0.0, a), (1.0, b)):
+        mixed = interpolate_models(a, b, alpha)
+        for k, v in mixed.state_dict().items():
+            assert torch.allclose(v, ref.state_dict()[k]), (alpha, k)
+    mid = interpolate_models(a, b, 0.5)
+    w = "head.0.weight"
+    assert torch.allclose(mid.state_dict()[w], 0.5 * (a.state_dict()[w] + b.state_dict()[w]))
+
+
+def test_uniform_soup_of_two_ingredients_from_a_shared_start_is_no_worse_than_the_worse(tokenizer):
+    """Wortsman et al.'s premise on a toy problem: two fine-tunes from the SAME start (same encoder, same probed
+    head), differing in learning rate and data order; their uniform soup is no worse on held-out molecules than
+    the worse of the two."""
+    from molft_utils.methods.robust import linear_probe, pooled_features
+
+    rng = np.random.default_rng(0)
+    smiles = SMILES + ["CCCCCC", "CC(=O)O", "c1ccc2ccccc2c1", "OCC(O)CO", "CCCCO", "ClCCl", "CC#N", "C1CCCCC1"]
+    y = [0.3 * s.count("C") - 0.5 * s.count("O") + 0.1 * rng.normal() for s in smiles]
+    train, held = (smiles[:10], y[:10]), (smiles[10:], y[10:])
+    backbone = _model(tokenizer, layers=2).backbone
+    x_tr = pooled_features(backbone, tokenizer, train[0], mixed_precision="no")
+    x_ho = pooled_features(backbone, tokenizer, held[0], mixed_precision="no")
+    probe_cfg = TrainConfig(epochs=30, batch_size=4, lr_head=1e-2, patience=5, mixed_precision="no", seed=0)
+    start, lp = linear_probe(backbone, x_tr, train[1], x_ho, held[1], probe_cfg)
+
+    def ingredient(lr: float, order_seed: int) -> RegressionModel:
+        model = copy.deepcopy(start)
+        cfg = TrainConfig(epochs=4, batch_size=4, lr_backbone=lr, lr_head=lr, patience=10, mixed_precision="no",
+                          seed=order_seed)  # fmt: skip
+        fit(model, tokenizer, *train, *held, cfg, progress=False)
+        return model
+
+    members = [ingredient(1e-3, 1), ingredient(3e-3, 2)]
+    assert not torch.equal(members[0].head[0].weight, members[1].head[0].weight), "two different ingredients"
+
+    def rmse(model: RegressionModel) -> float:
+        pred = predict(model, tokenizer, held[0], lp.scaler, mixed_precision="no")
+        return float(np.sqrt(np.mean((pred - np.asarray(held[1])) ** 2)))
+
+    soup = uniform_soup(members)
+    assert rmse(soup) <= max(rmse(m) for m in members) + 1e-6

@@ -50,22 +50,36 @@ RoFt-Mol (:class:`LayerwiseInterpolation`, :func:`fit_roft_mol`)
     few hundred steps instead of 1e-3 for 100 epochs. The fine-tuned end point may be any
     :class:`RegressionModel` with the same architecture, for example a soup.
 
-Few-label protocol (:func:`run_setting`)
+Modules (methods apart from the benchmark protocol)
+    ``groups`` (layer and coarse groups), ``partial`` (trainable sets, LP-FT, and linear probing on frozen
+    features: :func:`pooled_features` once per split, :func:`linear_probe` / :func:`fit_head` per budget, a
+    shared start for LP-FT, soups and WiSE-FT), ``penalties`` (feature-map, BSS, L2-SP), ``combine`` (WiSE-FT,
+    :func:`interpolate_models`, soups), ``roft_mol``; the protocol: ``budgets`` (nested label subsets,
+    :func:`epoch_budget` per label budget, :func:`split_validation` into a model-selection half and a post-hoc
+    half) and ``protocol`` (the registries, :func:`train_method`, :func:`run_setting`).
+
+Few-label protocol (:func:`run_setting`, the version lesson 05 still runs)
     Training labels are truncated to nested subsets (:func:`label_subset`); every trained method gets the
-    same number of optimisation steps (:func:`fit_steps` repeats a small training set within an "epoch" so
-    that validation happens every ``eval_every`` steps, not after every few steps) and early stopping on
-    the same validation set; regulariser strengths are chosen on validation; WiSE-FT, the soups and
-    RoFt-Mol start from the setting's Full FT model. :func:`train_method` builds each trained method from
-    the pretrained backbone.
+    same number of optimisation steps (:func:`fit_steps`) and early stopping on the same validation set;
+    regulariser strengths are chosen on validation; WiSE-FT, the soups and RoFt-Mol start from the setting's
+    Full FT model. The epoch-budgeted protocol with separate validation halves (issue 21) has its building
+    blocks in ``budgets`` and ``partial`` but is not wired into :func:`run_setting` yet.
 
 Parameter names follow ``RegressionModel.named_parameters()`` (``backbone.…``, ``head.…``); "pretrained
 state" arguments are a backbone ``state_dict`` (keys with or without the ``backbone.`` prefix), e.g.
 :func:`snapshot_state` of the backbone taken before fine-tuning.
 """
 
-from molft_utils.methods.robust import hooks, protocol, roft_mol
-from molft_utils.methods.robust.hooks import *  # noqa: F403
+from molft_utils.methods.robust import budgets, combine, groups, partial, penalties, protocol, roft_mol
+from molft_utils.methods.robust.budgets import *  # noqa: F403
+from molft_utils.methods.robust.combine import *  # noqa: F403
+from molft_utils.methods.robust.groups import *  # noqa: F403
+from molft_utils.methods.robust.partial import *  # noqa: F403
+from molft_utils.methods.robust.penalties import *  # noqa: F403
 from molft_utils.methods.robust.protocol import *  # noqa: F403
 from molft_utils.methods.robust.roft_mol import *  # noqa: F403
 
-__all__ = [*hooks.__all__, *roft_mol.__all__, *protocol.__all__]
+__all__ = [
+    *groups.__all__, *partial.__all__, *penalties.__all__, *combine.__all__, *roft_mol.__all__, *budgets.__all__,
+    *protocol.__all__,
+]  # fmt: skip

@@ -14,17 +14,9 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from molft_utils.core.registry import Registry
-from molft_utils.methods.robust.hooks import (
-    bss_hooks,
-    feature_map_hooks,
-    greedy_soup,
-    l2sp_hooks,
-    linear_probe_hooks,
-    snapshot_state,
-    surgical_hooks,
-    uniform_soup,
-    wise_ft,
-)
+from molft_utils.methods.robust.combine import greedy_soup, uniform_soup, wise_ft
+from molft_utils.methods.robust.partial import linear_probe_hooks, surgical_hooks
+from molft_utils.methods.robust.penalties import bss_hooks, feature_map_hooks, l2sp_hooks, snapshot_state
 from molft_utils.methods.robust.roft_mol import fit_roft_mol
 from molft_utils.models.backbone import RegressionModel
 from molft_utils.training.convergence import combine_convergence, convergence, fit_convergence
@@ -33,7 +25,6 @@ from molft_utils.training.train import FitResult, TargetScaler, TrainConfig, Tra
 
 __all__ = [
     "fit_steps",
-    "label_subset",
     "MECHANISM",
     "MethodOptions",
     "POST_HOC",
@@ -50,32 +41,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-# ------------------------------------------------------------------------------------- label budgets
-def label_subset(train_indices: Sequence[int] | np.ndarray, n: int | str | None, seed: int) -> np.ndarray:
-    """A fixed subset of ``n`` training indices per seed, nested across ``n``.
-
-    The indices are put in a seed-determined random order (independent of the input order) and the
-    first ``n`` are returned (sorted), so for one seed the 50-subset lies inside the 100-subset inside
-    the 500-subset.
-
-    Parameters
-    ----------
-    train_indices
-        Indices of the full training split.
-    n
-        Number of labels; ``"all"`` or ``None`` for all.
-    seed
-        Seed of the order.
-    """
-    pool = np.sort(np.asarray(train_indices, dtype=int))
-    if n is None or n == "all":
-        return pool.copy()
-    n = int(n)
-    if not 0 < n <= len(pool):
-        raise ValueError(f"n must be in 1..{len(pool)}, got {n}")
-    order = np.random.default_rng(seed).permutation(len(pool))
-    return np.sort(pool[order[:n]])
 
 
 # ------------------------------------------------------------------------------- few-shot protocol
@@ -273,9 +238,7 @@ def train_method(
     else:
         torch.manual_seed(config.seed)
         model = RegressionModel(copy.deepcopy(pretrained_backbone))
-    cfg, hooks = spec.build(
-        MethodOptions(pretrained_backbone, config, strength, surgical_group, l2sp_beta, lp_lr_head)
-    )
+    cfg, hooks = spec.build(MethodOptions(pretrained_backbone, config, strength, surgical_group, l2sp_beta, lp_lr_head))
     res = fit_steps(model, *data, steps, eval_every, cfg, hooks, device, progress)
     return model, res
 

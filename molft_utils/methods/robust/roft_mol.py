@@ -15,7 +15,8 @@ from transformers import PreTrainedTokenizerBase
 
 from molft_utils.core.device import autocast, autocast_dtype, get_device, seed_everything
 from molft_utils.core.progress import progress_bar
-from molft_utils.methods.robust.hooks import _backbone_keys, layer_groups
+from molft_utils.methods.robust.groups import layer_groups
+from molft_utils.methods.robust.penalties import _backbone_keys
 from molft_utils.models.backbone import RegressionModel
 from molft_utils.training.collate import collate, encode
 from molft_utils.training.train import TargetScaler
@@ -27,6 +28,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
 
 # ------------------------------------------------------------------------------------------ RoFt-Mol
 class LayerwiseInterpolation(nn.Module):
@@ -297,5 +299,3 @@ def fit_roft_mol(
         fit_indices=fit_idx,
         select_indices=sel_idx,
     )
-
-
