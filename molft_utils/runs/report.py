@@ -215,8 +215,9 @@ def _dataset_line(dataset: dict) -> str:
 #: besides ``extra["paired_reference"]`` (dicts of ``key=value`` parts, see :func:`paired_table`).
 LESSONS: dict[str, dict] = {
     "01_finetune_and_mlm": {
-        "question": "Does pretraining, and domain-adaptive MLM on top of it, make the small chemical LM predict "
-        "{label} better, and does it beat ECFP4 + random forest?",
+        "question": "Does pretraining (MLM + descriptor regression vs MLM only), and domain adaptation on top of it "
+        "(MLM or descriptor regression), make the small chemical LM predict {label} better, how much do its frozen "
+        "features hold (linear probe), and does it beat random forests on ECFP4 and on RDKit descriptors?",
     },
     "02_influence_lissa": {
         "question": "Does adding the k pool molecules that influence functions rank most helpful (harmful) lower "
