@@ -53,6 +53,7 @@ MODULES = {
     "influence": "methods.influence",
     "head_influence": "methods.head_influence",
     "selection": "methods.selection",
+    "selection_profile": "methods.selection_profile",
     "peft_methods": "methods.peft_methods",
     "robust": "methods.robust",
     "corpus": "pretraining.corpus",
