@@ -55,6 +55,7 @@ MODULES = {
     "head_influence": "methods.head_influence",
     "selection": "methods.selection",
     "probe": "methods.probe",
+    "selection_profile": "methods.selection_profile",
     "peft_methods": "methods.peft_methods",
     "robust": "methods.robust",
     "corpus": "pretraining.corpus",

@@ -272,3 +272,33 @@ def test_pool_label_noise():
     assert out.smiles.tolist() == ["B", "C"]
     np.testing.assert_allclose(out.reference_label, [1.5, 3.5])
     np.testing.assert_allclose(out.difference, [0.5, -0.5])
+
+
+# --- MaxMin from a labelled reference; pick descriptors -------------------------------------------
+
+
+def test_maxmin_with_reference_avoids_the_labelled_set():
+    from molft_utils.methods.selection_profile import nearest_similarity
+
+    pool = ["CCO", "CCCO", "c1ccccc1", "c1ccccc1O", "C1CCNCC1", "CCN"]
+    reference = ["CCO", "CCCO", "CCN"]
+    picks = maxmin_sample(pool, 2, reference=reference)
+    assert len(picks) == 2 and len(set(picks.tolist())) == 2 and picks.min() >= 0 and picks.max() < len(pool)
+    # the molecules identical to labelled ones are never among the first picks
+    assert not {0, 1, 5} & set(picks.tolist())
+    sim = nearest_similarity([pool[i] for i in picks], reference)
+    assert (sim < 1.0).all()
+
+
+def test_describe_picks_hand_case():
+    from molft_utils.methods.selection_profile import describe_picks, murcko_scaffolds
+
+    assert murcko_scaffolds(["c1ccccc1CC", "CCO"]) == ["c1ccccc1", ""]
+    labelled = ["c1ccccc1C", "CCO", "CCCC"]
+    d = describe_picks(["c1ccccc1C", "C1CCNCC1"], [0.0, 3.0], labelled, [0.0, 1.0, 2.0])
+    assert d["n"] == 2 and d["label mean"] == 1.5
+    assert d["share low label tercile"] == 0.5 and d["share high label tercile"] == 0.5
+    assert d["distinct scaffolds"] == 2 and d["share new scaffolds"] == 0.5  # benzene known, piperidine new
+    assert 0.5 <= d["nearest-labelled Tanimoto"] < 1.0  # one exact match (1.0), one dissimilar
+    with pytest.raises(ValueError, match="one label per pick"):
+        describe_picks(["CCO"], [1.0, 2.0], labelled, [0.0, 1.0, 2.0])

@@ -293,7 +293,9 @@ def ecfp4_bitvectors(smiles: Sequence[str], n_bits: int = 2048) -> list[DataStru
     return fps
 
 
-def maxmin_sample(smiles: Sequence[str], n: int, seed: int = 0) -> np.ndarray:
+def maxmin_sample(
+    smiles: Sequence[str], n: int, seed: int = 0, reference: Sequence[str] | None = None
+) -> np.ndarray:
     """MaxMin diversity picking on ECFP4 Tanimoto distance (RDKit ``LazyBitVectorPick``).
 
     Parameters
@@ -304,18 +306,31 @@ def maxmin_sample(smiles: Sequence[str], n: int, seed: int = 0) -> np.ndarray:
         Budget.
     seed
         Seed of RDKit's random first pick (must be >= 0; RDKit treats -1 as "unseeded").
+    reference
+        Already-labelled molecules (e.g. the training set). When given they seed the pick list
+        (RDKit's ``firstPicks``), so every pick is the pool molecule farthest from *everything labelled
+        so far* - the active-learning form of MaxMin - and no random first pick is made. ``None``
+        (default): MaxMin over the pool alone.
 
     Returns
     -------
     np.ndarray
-        ``n`` positions in pick order.
+        ``n`` positions into the pool, in pick order.
     """
     n = _check_budget(n, len(smiles))
     if seed < 0:
         raise ValueError(f"seed must be non-negative for a reproducible MaxMin pick, got {seed}")
     fps = ecfp4_bitvectors(smiles)
-    picks = MaxMinPicker().LazyBitVectorPick(fps, len(fps), n, seed=int(seed))
-    return np.asarray(list(picks), dtype=np.int64)
+    if not reference:
+        picks = MaxMinPicker().LazyBitVectorPick(fps, len(fps), n, seed=int(seed))
+        return np.asarray(list(picks), dtype=np.int64)
+    ref = ecfp4_bitvectors(reference)
+    first = list(range(len(ref)))
+    picks = MaxMinPicker().LazyBitVectorPick(ref + fps, len(ref) + len(fps), len(ref) + n, first, int(seed))
+    out = np.asarray(list(picks)[len(ref):], dtype=np.int64) - len(ref)
+    if len(out) != n or (out < 0).any():
+        raise RuntimeError(f"MaxMin with {len(ref)} reference molecules returned unexpected picks")
+    return out
 
 
 def top_n(scores: Sequence[float] | np.ndarray, n: int) -> np.ndarray:
