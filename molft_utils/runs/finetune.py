@@ -85,7 +85,7 @@ CODE_VERSIONS = {"finetuned": "2", "mlm_adapted": "2", "descriptor_adapted": "1"
 #: checks they agree); later notebooks build their configurations with :func:`recipe_configs`, so they
 #: reuse notebook 01's cached models.
 RECIPE = {
-    "epochs": 15,
+    "epochs": 30,
     "patience": 5,
     "batch_size": 32,
     "lr_backbone": 1e-4,
