@@ -25,3 +25,23 @@ def test_quality_gate_smoke_runs_every_row_and_writes_nothing():
         assert math.isfinite(row["rmse"]) and row["split"] == "random" and row["seed"] == 0
     assert all("convergence" in r for r in record["rows"] if r["method"] == "finetuned")
     assert snapshot() == before  # a smoke run must not touch the committed records or the model cards
+
+
+def test_card_pairs_rows_by_seed_and_decides_by_the_interval():
+    from molft_utils.models.model_card import _paired_section, paired_interval
+
+    mean, lo, hi = paired_interval([-0.10, -0.11, -0.09])
+    assert abs(mean + 0.10) < 1e-12 and lo < mean < hi < 0
+    assert paired_interval([0.5])[1] != paired_interval([0.5])[1]  # NaN bound for one seed
+
+    def row(backbone, method, seed, rmse):
+        return {"backbone": backbone, "method": method, "split": "random", "seed": seed, "rmse": rmse}
+
+    rows = [row("x (v2)", "finetuned", s, 0.60 + 0.01 * s) for s in range(3)]
+    rows += [row("x (v1)", "finetuned", s, [0.70, 0.55, 0.66][s]) for s in range(3)]  # noisy: not distinguishable
+    rows += [row("-", "ecfp4_rf", s, 0.70 + 0.01 * s) for s in range(3)]  # v2 lower by 0.10 on every seed
+    rows.append(row("x (v2)", "finetuned", 9, 0.1))  # no partner seed: not paired
+    text = "\n".join(_paired_section(rows))
+    assert "| finetuned (v2) | ecfp4_rf | -0.100 |" in text and text.count("| better |") == 1
+    assert "| finetuned (v2) | finetuned (v1) |" in text and "not distinguishable" in text
+    assert "3/3 | better" in text
