@@ -204,3 +204,15 @@ def test_rank_figure_draws_a_line_per_placement() -> None:
     fig = rank_figure(rows)
     labels = [line.get_label() for line in fig.axes[0].get_lines()]
     assert labels.count("attention") == 1 and labels.count("attention+ffn") == 1 and "Pareto front" in labels
+
+
+def test_interleaved_costs_in_fresh_processes(tiny_mlm, tokenizer, tmp_path) -> None:
+    """The default path: each measurement in a new interpreter; settings (a LoRA variant) travel with the job."""
+    tiny_mlm.roformer.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    jobs = {"lora r2 ffn": {"method": "lora", "lr": 1e-3, "settings": lora_variant(2, "attention+ffn")}}
+    out = interleaved_costs(tmp_path, jobs, SMILES, LABELS, rounds=1, batch_size=4, fresh_process=True)
+    row = out["lora r2 ffn"]
+    assert row["errors"] == [], row["errors"]
+    assert row["fresh_process"] and len(row["seconds"]) == 1 and row["seconds_median"] > 0
+    assert math.isfinite(row["peak_mib_median"]) and row["peak_mib_median"] >= 0
