@@ -37,12 +37,18 @@ computed without weights) (the Pareto figure: :func:`molft_utils.runs.plotting.p
 
 Modules: :mod:`.settings` (a dataclass per method), :mod:`.targets` (target modules by role), :mod:`.setup`
 (the registry, :func:`prepare`, :func:`fine_tune`), :mod:`.merge` (merging adapters), :mod:`.budget` (the
-equal-budget view of recorded runs) and :mod:`.probes` (memory, inference time, parameter budgets).
+equal-budget view of recorded runs), :mod:`.probes` (memory, inference time, parameter budgets), :mod:`.costs`
+(time and memory of several methods in interleaved rounds) and :mod:`.figures` (the cost Pareto panels, the
+LoRA rank study).
 """
 
-from molft_utils.methods.peft_methods import budget, probes, setup
+from molft_utils.methods.peft_methods import budget, costs, figures, probes, setup
 from molft_utils.methods.peft_methods.budget import *  # noqa: F403
+from molft_utils.methods.peft_methods.costs import *  # noqa: F403
+from molft_utils.methods.peft_methods.figures import *  # noqa: F403
 from molft_utils.methods.peft_methods.probes import *  # noqa: F403
+from molft_utils.methods.peft_methods.settings import LORA_PLACEMENTS, lora_variant
 from molft_utils.methods.peft_methods.setup import *  # noqa: F403
 
-__all__ = [*setup.__all__, *probes.__all__, *budget.__all__]
+__all__ = [*setup.__all__, *probes.__all__, *budget.__all__, *costs.__all__, *figures.__all__, "LORA_PLACEMENTS",
+           "lora_variant"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-__all__ = ["epochs_within", "equal_budget"]
+__all__ = ["budget_views", "epochs_within", "equal_budget"]
 
 
 def epochs_within(seconds_per_epoch: float, budget_seconds: float) -> int:
@@ -69,4 +69,64 @@ def equal_budget(history: Sequence[Mapping], budget_epochs: int, key: str = "val
         "valid_rmse": float(row[key]),
         "test_rmse": None if test is None else float(test),
         "within_run": len(history) >= budget_epochs,
+    }
+
+
+def budget_views(
+    histories: Mapping[str, Sequence[Mapping]],
+    seconds_per_epoch: Mapping[str, float],
+    reference: str = "full",
+    key: str = "valid_rmse",
+) -> dict:
+    """Every run cut at the budget ``reference`` needed to reach its best validation epoch.
+
+    Two budgets, both fixed by the reference run: its **optimiser steps** (= its best epoch, since every method
+    sees the same data in the same batches) and its **training time** (best epoch × its seconds per epoch). A
+    method gets ``epochs_within(its seconds per epoch, that time)`` epochs of the time budget, so a method that is
+    slower per epoch gets fewer. Each run is then judged at its best validation epoch within its budget
+    (:func:`equal_budget`); the reference itself gives its converged result in both views.
+
+    Parameters
+    ----------
+    histories
+        Method → per-epoch rows of its run (each with ``key``; ``test_rmse`` when monitored).
+    seconds_per_epoch
+        Method → seconds per training epoch, measured in the same conditions for all (e.g. the medians of
+        :func:`~molft_utils.methods.peft_methods.costs.interleaved_costs`), not the contended in-run times.
+    reference
+        The method whose run fixes the budget.
+    key
+        Selection quantity (lower is better).
+
+    Returns
+    -------
+    dict
+        ``reference``, ``budget_epochs`` (the reference's best epoch), ``budget_seconds`` and, per method,
+        ``{"steps": equal_budget(...), "time": equal_budget(...)}``.
+    """
+    if reference not in histories:
+        raise KeyError(f"reference {reference!r} has no history")
+    ref = list(histories[reference])
+    if not ref:
+        raise ValueError(f"reference {reference!r} has an empty history")
+    ref_best = min(range(len(ref)), key=lambda i: float(ref[i][key])) + 1
+    missing = [m for m in histories if m not in seconds_per_epoch]
+    if missing:
+        raise KeyError(f"no seconds per epoch for {missing}")
+    budget_seconds = ref_best * float(seconds_per_epoch[reference])
+    per_method = {}
+    for method, history in histories.items():
+        # (1 + 1e-9): a method exactly as fast as the reference gets the reference's epochs despite rounding
+        epochs = ref_best if method == reference else epochs_within(
+            float(seconds_per_epoch[method]), budget_seconds * (1 + 1e-9)
+        )
+        per_method[method] = {
+            "steps": equal_budget(history, ref_best, key),
+            "time": equal_budget(history, epochs, key),
+        }
+    return {
+        "reference": reference,
+        "budget_epochs": ref_best,
+        "budget_seconds": budget_seconds,
+        "methods": per_method,
     }

@@ -25,6 +25,7 @@ from molft_utils.training.train import TargetScaler, predict
 __all__ = [
     "encoder_without_weights",
     "inference_seconds",
+    "measure_epoch",
     "parameter_budget",
     "peak_memory",
     "PeakMemory",
@@ -241,35 +242,53 @@ def parameter_budget(
     return rows
 
 
+def measure_epoch(job: dict[str, Any]) -> dict[str, Any]:
+    """Load ``job["backbone"]``, prepare ``job["method"]`` and train one epoch on ``job["smiles"]``, measuring it.
+
+    The body of :func:`training_memory_subprocess` (run in a fresh process there) and of the in-process
+    measurements of :func:`~molft_utils.methods.peft_methods.costs.interleaved_costs`. ``job`` holds
+    ``backbone``, ``method``, ``smiles``, ``labels``, ``lr``, ``batch_size``, ``seed``, ``threads`` and optionally
+    ``settings`` (the method's settings dataclass; default settings when absent or ``None``).
+
+    Returns
+    -------
+    dict
+        ``peak_mib`` (peak memory increase while training, :func:`peak_memory`), ``baseline_mib``, ``samples``,
+        ``seconds`` (training seconds of the epoch, validation excluded, as ``fit`` records them), ``steps``
+        (optimiser steps) and ``source`` (``"cuda"`` or ``"rss"``).
+    """
+    from molft_utils.models.backbone import load_backbone
+    from molft_utils.training.train import TrainConfig, fit
+
+    torch.set_num_threads(job["threads"])
+    torch.manual_seed(job["seed"])
+    backbone, tokenizer = load_backbone(job["backbone"])
+    model = RegressionModel(backbone)
+    steps_per_epoch = -(-len(job["smiles"]) // job["batch_size"])
+    setup = prepare(model, job["method"], job.get("settings"), total_steps=steps_per_epoch)
+    config = TrainConfig(epochs=1, batch_size=job["batch_size"], lr_backbone=job["lr"], patience=1, seed=job["seed"])
+    n_valid = min(len(job["smiles"]), job["batch_size"])
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    with peak_memory(device, interval=0.002) as mem:
+        res = fit(
+            setup.model, tokenizer, job["smiles"], job["labels"], job["smiles"][:n_valid],
+            job["labels"][:n_valid], config, hooks=setup.hooks, progress=False,
+        )
+    return {"peak_mib": mem.peak_mib, "baseline_mib": mem.baseline_mib, "samples": mem.samples,
+            "seconds": float(res.history[0]["seconds"]), "steps": steps_per_epoch, "source": mem.source}
+
+
 def _memory_child(queue: Any, job: dict[str, Any]) -> None:  # pragma: no cover - runs in a subprocess
     """Subprocess body of :func:`training_memory_subprocess`."""
     import resource
 
     from transformers.utils import logging as hf_logging
 
-    from molft_utils.models.backbone import load_backbone
-    from molft_utils.training.train import TrainConfig, fit
-
     hf_logging.disable_progress_bar()  # the child's stderr lands in the notebook: no "Loading weights" bars
     try:
-        torch.set_num_threads(job["threads"])
-        torch.manual_seed(job["seed"])
-        backbone, tokenizer = load_backbone(job["backbone"])
-        model = RegressionModel(backbone)
-        steps_per_epoch = -(-len(job["smiles"]) // job["batch_size"])
-        setup = prepare(model, job["method"], total_steps=steps_per_epoch)
-        config = TrainConfig(
-            epochs=1, batch_size=job["batch_size"], lr_backbone=job["lr"], patience=1, seed=job["seed"]
-        )
-        n_valid = min(len(job["smiles"]), job["batch_size"])
-        with peak_memory("cpu", interval=0.002) as mem:
-            fit(
-                setup.model, tokenizer, job["smiles"], job["labels"], job["smiles"][:n_valid],
-                job["labels"][:n_valid], config, hooks=setup.hooks, progress=False,
-            )
-        maxrss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
-        queue.put({"peak_mib": mem.peak_mib, "baseline_mib": mem.baseline_mib, "maxrss_mib": maxrss_mib,
-                   "samples": mem.samples, "steps": steps_per_epoch, "error": None})
+        out = measure_epoch(job)
+        out["maxrss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+        queue.put(out | {"error": None})
     except Exception as exc:  # report instead of hanging the parent
         queue.put({"error": f"{type(exc).__name__}: {exc}"})
 
@@ -284,6 +303,7 @@ def training_memory_subprocess(
     seed: int = 0,
     threads: int = 1,
     timeout: float = 600.0,
+    settings: Settings | None = None,
 ) -> dict[str, Any]:
     """Peak CPU memory of one short training epoch of ``method``, measured in a fresh process.
 
@@ -294,11 +314,14 @@ def training_memory_subprocess(
     ``smiles``; the peak RSS increase over the level after loading is reported (sampled every 2 ms,
     so it can still miss very short spikes), together with the process's lifetime ``maxrss``.
 
+    ``settings`` (the method's settings dataclass) replaces the defaults, e.g. a LoRA rank.
+
     Returns
     -------
     dict
         ``peak_mib`` (increase during training), ``baseline_mib`` (RSS after loading),
-        ``maxrss_mib``, ``samples``, ``steps``; ``error`` is None or the child's exception.
+        ``maxrss_mib``, ``samples``, ``steps``, ``seconds`` (training seconds of the epoch, measured in the
+        child); ``error`` is None or the child's exception.
     """
     import multiprocessing as mp
 
@@ -308,6 +331,7 @@ def training_memory_subprocess(
     job = {
         "backbone": str(backbone), "method": method, "smiles": list(smiles), "labels": [float(y) for y in labels],
         "lr": float(lr), "batch_size": int(batch_size), "seed": int(seed), "threads": int(threads),
+        "settings": settings,
     }
     proc = ctx.Process(target=_memory_child, args=(queue, job), daemon=True)
     proc.start()
@@ -322,4 +346,5 @@ def training_memory_subprocess(
     if result.get("error"):
         log.warning("memory measurement of %s failed: %s", method, result["error"])
         result.setdefault("peak_mib", float("nan"))
+        result.setdefault("seconds", float("nan"))
     return result

@@ -12,7 +12,9 @@ __all__ = [
     "FullSettings",
     "IA3Settings",
     "LoraSettings",
+    "LORA_PLACEMENTS",
     "Settings",
+    "lora_variant",
 ]
 
 
@@ -115,3 +117,31 @@ class IA3Settings:
 
 
 Settings = FullSettings | BitFitSettings | LoraSettings | DoraSettings | AdaLoraSettings | IA3Settings
+
+
+#: Where LoRA adapters go in the rank study of notebook 04: the attention projections (query, key, value), or those
+#: plus both feed-forward projections (up and down).
+LORA_PLACEMENTS = {"attention": "none", "attention+ffn": "both"}
+
+
+def lora_variant(
+    r: int, placement: str = "attention", alpha_per_rank: float = 2.0, dropout: float = 0.1
+) -> LoraSettings:
+    """LoRA settings of rank ``r`` at ``placement`` (a key of :data:`LORA_PLACEMENTS`), ``alpha = alpha_per_rank·r``.
+
+    Keeping ``alpha / r`` fixed keeps the scale of the update ``(alpha / r) B A`` the same at every rank, so one
+    learning rate (chosen for the default rank) serves the whole rank study. ``lora_variant(8)`` equals the
+    default :class:`LoraSettings` (r = 8, alpha = 16, attention only).
+
+    Raises
+    ------
+    ValueError
+        For a rank below 1 or an unknown placement.
+    """
+    if int(r) != r or r < 1:
+        raise ValueError(f"LoRA rank must be a positive integer, got {r!r}")
+    if placement not in LORA_PLACEMENTS:
+        raise ValueError(f"placement must be one of {tuple(LORA_PLACEMENTS)}, got {placement!r}")
+    alpha = alpha_per_rank * r
+    return LoraSettings(r=int(r), alpha=int(alpha) if float(alpha).is_integer() else alpha, dropout=dropout,
+                        feedforward=LORA_PLACEMENTS[placement])

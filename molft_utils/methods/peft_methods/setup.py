@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from peft import AdaLoraConfig, IA3Config, LoraConfig, PeftModel, get_peft_model
 from torch import nn
@@ -34,7 +35,7 @@ from molft_utils.methods.peft_methods.targets import (
     lora_targets,
 )
 from molft_utils.models.backbone import RegressionModel
-from molft_utils.training.train import TrainHooks
+from molft_utils.training.train import TargetScaler, TrainHooks, predict
 
 __all__ = [
     "AdaLoraSettings",
@@ -50,6 +51,7 @@ __all__ = [
     "merge_adapters",
     "merge_and_save",
     "METHODS",
+    "monitor_hook",
     "NoTargetModulesError",
     "PEFT_METHODS",
     "PeftMethod",
@@ -386,6 +388,7 @@ def fine_tune(
     config: Any,
     settings: Settings | None = None,
     progress: bool = False,
+    monitor: tuple[Sequence[str], Sequence[float]] | None = None,
 ) -> tuple[PeftSetup, Any, PreTrainedTokenizerBase]:
     """Load ``backbone`` afresh, prepare ``method`` and train it with :func:`~molft_utils.training.train.fit`.
 
@@ -405,6 +408,12 @@ def fine_tune(
         encoder parameter, adapters included.
     settings
         Method settings (defaults from :func:`default_settings`).
+    monitor
+        ``(smiles, labels)`` evaluated after every epoch; its RMSE is stored as ``test_rmse`` in the epoch's
+        history row (for :func:`~molft_utils.methods.peft_methods.budget.equal_budget`, which cuts a run at a
+        budget and needs the test RMSE of the restored epoch). Monitoring never selects anything (early
+        stopping and the restored epoch use validation) and does not change training (no random numbers are
+        drawn, the weights are untouched).
 
     Returns
     -------
@@ -420,8 +429,37 @@ def fine_tune(
     model = RegressionModel(encoder)
     total_steps = config.epochs * -(-len(train_smiles) // config.batch_size)
     setup = prepare(model, method, settings, total_steps=total_steps)
+    if monitor is not None:
+        setup.hooks.on_epoch_end = monitor_hook(tokenizer, monitor[0], monitor[1], train_y, config,
+                                                setup.hooks.on_epoch_end)
     result = fit(
         setup.model, tokenizer, list(train_smiles), list(train_y), list(valid_smiles), list(valid_y), config,
         hooks=setup.hooks, progress=progress,
     )
     return setup, result, tokenizer
+
+
+def monitor_hook(
+    tokenizer: PreTrainedTokenizerBase,
+    smiles: Sequence[str],
+    labels: Sequence[float],
+    train_y: Sequence[float],
+    config: Any,
+    previous: Callable[[RegressionModel, int, dict], None] | None = None,
+    key: str = "test_rmse",
+) -> Callable[[RegressionModel, int, dict], None]:
+    """An ``on_epoch_end`` hook that stores the RMSE on ``(smiles, labels)`` in each epoch's history row.
+
+    The label scaler is rebuilt from ``train_y`` exactly as :func:`~molft_utils.training.train.fit` builds it
+    (``config.target_scaling``), so the RMSE is in label units. ``previous`` (an existing hook) runs first.
+    """
+    scaler = TargetScaler(config.target_scaling).fit(train_y)
+    smiles, y = list(smiles), np.asarray(labels, dtype=float)
+
+    def hook(model: RegressionModel, epoch: int, row: dict) -> None:
+        if previous is not None:
+            previous(model, epoch, row)
+        pred = predict(model, tokenizer, smiles, scaler, config.eval_batch_size, config.mixed_precision)
+        row[key] = float(np.sqrt(np.mean((pred - y) ** 2)))
+
+    return hook
