@@ -58,21 +58,24 @@ Modules (methods apart from the benchmark protocol)
     :func:`epoch_budget` per label budget, :func:`split_validation` into a model-selection half and a post-hoc
     half) and ``protocol`` (the registries, :func:`train_method`, :func:`run_setting`).
 
-Few-label protocol (:func:`run_setting`, the version lesson 05 still runs)
-    Training labels are truncated to nested subsets (:func:`label_subset`); every trained method gets the
-    same number of optimisation steps (:func:`fit_steps`) and early stopping on the same validation set;
-    regulariser strengths are chosen on validation; WiSE-FT, the soups and RoFt-Mol start from the setting's
-    Full FT model. The epoch-budgeted protocol with separate validation halves (issue 21) has its building
-    blocks in ``budgets`` and ``partial`` but is not wired into :func:`run_setting` yet.
+Few-label protocol of lesson 05 (``few_label``, issue 21)
+    Nested label subsets (:func:`label_subset`); epoch ceilings and patience per label budget
+    (:func:`epoch_budget`) with early stopping on the *selection* half of validation (:func:`split_validation`,
+    :func:`fine_tune`); linear probing on frozen features; LP-FT, the soup ingredients and WiSE-FT's fine-tuned end
+    all start from the same linear-probed model; the post-hoc choices (WiSE-FT's α, the greedy soup, RoFt-Mol) on
+    the other half; :class:`SettingRecord` keeps every model's numbers and convergence. The lesson writes its
+    benchmark loop from these pieces. The older step-budget protocol (:func:`run_setting`, :func:`fit_steps`) is
+    kept for its tests and old records.
 
 Parameter names follow ``RegressionModel.named_parameters()`` (``backbone.…``, ``head.…``); "pretrained
 state" arguments are a backbone ``state_dict`` (keys with or without the ``backbone.`` prefix), e.g.
 :func:`snapshot_state` of the backbone taken before fine-tuning.
 """
 
-from molft_utils.methods.robust import budgets, combine, groups, partial, penalties, protocol, roft_mol
+from molft_utils.methods.robust import budgets, combine, few_label, groups, partial, penalties, protocol, roft_mol
 from molft_utils.methods.robust.budgets import *  # noqa: F403
 from molft_utils.methods.robust.combine import *  # noqa: F403
+from molft_utils.methods.robust.few_label import *  # noqa: F403
 from molft_utils.methods.robust.groups import *  # noqa: F403
 from molft_utils.methods.robust.partial import *  # noqa: F403
 from molft_utils.methods.robust.penalties import *  # noqa: F403
@@ -81,5 +84,5 @@ from molft_utils.methods.robust.roft_mol import *  # noqa: F403
 
 __all__ = [
     *groups.__all__, *partial.__all__, *penalties.__all__, *combine.__all__, *roft_mol.__all__, *budgets.__all__,
-    *protocol.__all__,
+    *protocol.__all__, *few_label.__all__,
 ]  # fmt: skip

@@ -39,21 +39,38 @@ def label_subset(train_indices: Sequence[int] | np.ndarray, n: int | str | None,
     return np.sort(pool[order[:n]])
 
 
-def epoch_budget(n_labels: int | str, budgets: Mapping[int | str, int], config: TrainConfig) -> TrainConfig:
-    """``config`` with the epoch ceiling of label budget ``n_labels``.
+def epoch_budget(
+    n_labels: int | str,
+    budgets: Mapping[int | str, int],
+    config: TrainConfig,
+    patience: Mapping[int | str, int] | None = None,
+) -> TrainConfig:
+    """``config`` with the epoch ceiling (and, given ``patience``, the early-stopping patience) of label budget
+    ``n_labels``.
 
     ``budgets`` maps a label budget to its ceiling in epochs (passes over the label subset). Fewer labels mean
     fewer optimisation steps per epoch, so the small budgets get the high ceilings; early stopping
     (``config.patience`` epochs without a better validation RMSE) ends most runs well before them. A budget
-    missing from ``budgets`` is an error (no silent default).
+    missing from ``budgets`` is an error (no silent default). Keys may be ints or their strings (papermill passes
+    dict parameters with string keys).
+
+    ``patience`` maps a label budget to its patience in epochs: an epoch of 50 labels is a few optimisation steps,
+    so the patience that suits an epoch of 3,000 labels would stop such a run on noise.
     """
-    key = n_labels if n_labels in budgets else str(n_labels)
-    if key not in budgets:
-        raise KeyError(f"no epoch budget for {n_labels!r} labels (budgets given for {sorted(map(str, budgets))})")
-    epochs = int(budgets[key])
-    if epochs < 1:
-        raise ValueError(f"epoch budget for {n_labels!r} labels must be >= 1, got {epochs}")
-    return TrainConfig(**{**config.__dict__, "epochs": epochs})
+    changes = {"epochs": _lookup(budgets, n_labels, "epoch budget")}
+    if patience is not None:
+        changes["patience"] = _lookup(patience, n_labels, "patience")
+    return TrainConfig(**{**config.__dict__, **changes})
+
+
+def _lookup(table: Mapping[int | str, int], n_labels: int | str, what: str) -> int:
+    key = n_labels if n_labels in table else str(n_labels)
+    if key not in table:
+        raise KeyError(f"no {what} for {n_labels!r} labels (given for {sorted(map(str, table))})")
+    value = int(table[key])
+    if value < 1:
+        raise ValueError(f"{what} for {n_labels!r} labels must be >= 1, got {value}")
+    return value
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,7 @@
-"""The few-shot benchmark protocol of lesson 05: label budgets, step budgets, the method registries,
-:func:`train_method` and :func:`run_setting` (every method on one label setting)."""
+"""The method registries (:data:`TRAINED`, :data:`POST_HOC`, :data:`MECHANISM`) and the older step-budget protocol
+(:func:`fit_steps`, :func:`train_method`, :func:`run_setting`: every method on one label setting, post-hoc methods
+from Full FT). Lesson 05 now runs the epoch-budgeted protocol of :mod:`.few_label` (issue 21); the step-budget
+functions stay for their tests and for reading the records they wrote."""
 
 from __future__ import annotations
 
