@@ -223,3 +223,17 @@ def test_report_leaves_the_matplotlib_backend_and_pyplot_alone(tmp_path: Path) -
         assert (matplotlib.get_backend(), plt.get_fignums()) == ("svg", figures)
     finally:
         plt.switch_backend(before)
+
+
+def test_status_lists_current_missing_and_stale_runs(toy: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    assert batch.main(["--notebooks", str(toy), "--seeds", "0", "--out", str(out), "--no-report"]) == 0
+    specs = batch.plan_runs([toy], [0, 1], out)
+    table = batch.status_table(specs)
+    assert "| 00_toy | 0 | current |" in table and "| 00_toy | 1 | missing | - |" in table
+    nb = nbformat.read(toy, as_version=4)
+    nb.cells[1].source += "\n# edited"
+    nbformat.write(nb, toy)
+    assert batch.main(["--notebooks", str(toy), "--seeds", "0", "--out", str(out), "--status"]) == 0
+    assert "| 00_toy | 0 | stale (notebook changed) |" in capsys.readouterr().out
+    assert (out / "00_toy" / "seed=0" / "executions.txt").read_text() == "x"  # --status executed nothing

@@ -5,6 +5,7 @@
     python -m molft_utils.runs.batch                       # every notebook, seeds 0 1 2, then the report
     python -m molft_utils.runs.batch --notebooks notebooks/01_finetune_and_mlm.ipynb --seeds 0 -p epochs=5
     python -m molft_utils.runs.batch --smoke --out /tmp/smoke-reports
+    python -m molft_utils.runs.batch --status                    # which results in reports/ are current, which stale
 
 Each (notebook, seed) run is executed into ``<out>/<notebook>/seed=<s>/<notebook>.ipynb`` (with an
 ``<override-tag>/`` level when ``-p`` overrides are given), with the papermill parameters ``seed``,
@@ -64,6 +65,7 @@ __all__ = [
     "rerun_reason",
     "sync_stamp",
     "run_batch",
+    "status_table",
 ]
 
 log = logging.getLogger(__name__)
@@ -319,6 +321,22 @@ def rerun_reason(spec: RunSpec) -> str | None:
     return "parameters changed"
 
 
+def status_table(specs: Sequence[RunSpec]) -> str:
+    """A Markdown table: each run, whether its committed result is current, and its recorded wall time.
+
+    A result is *current* when :func:`rerun_reason` finds nothing to redo; otherwise the reason says what
+    differs from the run that wrote it (its numbers then describe the older notebook or code).
+    """
+    lines = ["| notebook | seed | result | wall time (s) |", "|---|---:|---|---:|"]
+    for spec in specs:
+        reason = rerun_reason(spec)
+        record = _recorded_identity(spec) or {}
+        made = f"{record['seconds']:.0f}" if isinstance(record.get("seconds"), int | float) else "-"
+        state = "current" if reason is None else ("missing" if reason == "new" else f"stale ({reason})")
+        lines.append(f"| {spec.notebook.stem} | {spec.seed} | {state} | {made} |")
+    return "\n".join(lines)
+
+
 @dataclass
 class RunOutcome:
     spec: RunSpec
@@ -508,6 +526,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="default: reports/ (reports-smoke/ with --smoke)")
     p.add_argument("--jobs", type=int, default=1, help="seeds run in parallel")
     p.add_argument("--force", action="store_true", help="rerun runs that already have a result")
+    p.add_argument(
+        "--status",
+        action="store_true",
+        help="only list each planned run as current or with the reason it would rerun (nothing is executed)",
+    )
     p.add_argument("--timeout", type=int, default=None, help="seconds per cell")
     p.add_argument("--kernel", default="python3")
     p.add_argument("--no-report", action="store_true")
@@ -536,6 +559,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             a.expect_hash,
         )
         return 1
+    if a.status:
+        print(status_table(specs))
+        return 0
     t0 = time.perf_counter()
     outcomes = run_batch(specs, a.jobs, a.force, a.kernel, a.timeout)
     wall = time.perf_counter() - t0
