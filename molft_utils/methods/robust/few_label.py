@@ -17,7 +17,6 @@ Protocol
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from molft_utils.methods.robust.budgets import ValidationHalves
 from molft_utils.methods.robust.combine import interpolate_models
-from molft_utils.methods.robust.protocol import TRAINED, MethodOptions
+from molft_utils.methods.robust.protocol import TRAINED, MethodOptions, starting_model
 from molft_utils.models.backbone import RegressionModel
 from molft_utils.training.metrics import regression_metrics
 from molft_utils.training.train import FitResult, TargetScaler, TrainConfig, fit, predict
@@ -162,11 +161,7 @@ def fine_tune(
         raise ValueError(f"{method} needs a strength")
     if method == "LP-FT" and start is None:
         raise ValueError("LP-FT starts from the linear-probed model: pass start=")
-    if start is not None:
-        model = copy.deepcopy(start)
-    else:
-        torch.manual_seed(config.seed)
-        model = RegressionModel(copy.deepcopy(pretrained_backbone))
+    model = starting_model(start, pretrained_backbone, config.seed)
     cfg, hooks = spec.build(MethodOptions(pretrained_backbone, config, strength, surgical_group, l2sp_beta, None))
     res = fit(model, tokenizer, *parts.train, *parts.select, cfg, hooks, device, progress=False)
     return model, res

@@ -26,6 +26,7 @@ from molft_utils.training.metrics import regression_metrics
 from molft_utils.training.train import FitResult, TargetScaler, TrainConfig, TrainHooks, fit, predict
 
 __all__ = [
+    "starting_model",
     "fit_steps",
     "MECHANISM",
     "MethodOptions",
@@ -190,6 +191,14 @@ MECHANISM = {**{n: m.mechanism for n, m in TRAINED.items()}, **dict(POST_HOC.ite
 REGULARISED = {n: m.strength for n, m in TRAINED.items() if m.strength is not None}
 
 
+def starting_model(start: RegressionModel | None, pretrained_backbone: PreTrainedModel, seed: int) -> RegressionModel:
+    """A copy of ``start`` (e.g. the probed model LP-FT continues), else the backbone with a head seeded by ``seed``."""
+    if start is not None:
+        return copy.deepcopy(start)
+    torch.manual_seed(seed)
+    return RegressionModel(copy.deepcopy(pretrained_backbone))
+
+
 def train_method(
     method: str,
     pretrained_backbone: PreTrainedModel,
@@ -235,11 +244,7 @@ def train_method(
     if method == "LP-FT" and start is None:
         start, _ = train_method("LP", pretrained_backbone, *data, config, steps, eval_every, lp_lr_head=lp_lr_head,
                                 device=device, progress=progress)  # fmt: skip
-    if start is not None:
-        model = copy.deepcopy(start)
-    else:
-        torch.manual_seed(config.seed)
-        model = RegressionModel(copy.deepcopy(pretrained_backbone))
+    model = starting_model(start, pretrained_backbone, config.seed)
     cfg, hooks = spec.build(MethodOptions(pretrained_backbone, config, strength, surgical_group, l2sp_beta, lp_lr_head))
     res = fit_steps(model, *data, steps, eval_every, cfg, hooks, device, progress)
     return model, res
