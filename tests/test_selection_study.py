@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from molft_utils.methods import selection_study as st
-from molft_utils.runs import report
+from molft_utils.runs import comparisons
 
 SMILES = [
     "CCO", "CCN", "CCC", "CCCl", "CCBr", "c1ccccc1", "c1ccccc1O", "c1ccccc1N", "c1ccncc1", "c1ccncc1C",
@@ -26,7 +26,7 @@ def test_method_names_round_trip_and_pair_with_random_in_the_report() -> None:
     assert name == "regime=B|strategy=maxmin|n=200|learner=rf"
     assert st.parse_method(name) == {"regime": "B", "strategy": "maxmin", "n": 200, "learner": "rf"}
     # the report's dict reference substitutes the strategy and keeps regime, budget and learner
-    assert report._reference_for(name, {"strategy": "random"}) == st.method_name("B", "random", 200, "rf")
+    assert comparisons.reference_for(name, {"strategy": "random"}) == st.method_name("B", "random", 200, "rf")
     with pytest.raises(ValueError):
         st.method_name("B", "a|b", 1)
     with pytest.raises(ValueError):

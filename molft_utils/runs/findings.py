@@ -1,6 +1,6 @@
 """The findings cell of each lesson: this run's comparisons and, where ``reports/`` has them, the verdicts across seeds.
 
-Built from :mod:`molft_utils.runs.report` (grouping, comparison tables) and :mod:`molft_utils.runs.verdicts`
+Built from :mod:`molft_utils.runs.comparisons` (grouping, comparison tables) and :mod:`molft_utils.runs.verdicts`
 (theory checks); it lives apart from both so that neither imports the other's caller.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from molft_utils.core.records import load_results
 from molft_utils.core.settings import REPO_ROOT
-from molft_utils.runs import report
+from molft_utils.runs import comparisons
 from molft_utils.runs.verdicts import theory_checks
 
 __all__ = ["findings_for"]
@@ -53,12 +53,12 @@ def findings_for(lesson: str, result: Mapping | str | Path | None = None, report
     rec_config: dict | None = None
     if result is not None:
         rec = json.loads(Path(result).read_text()) if isinstance(result, str | Path) else dict(result)
-        rec_config = report._group_config(rec)
+        rec_config = comparisons.group_config(rec)
         rec.setdefault("seed", rec.get("config", {}).get("seed", 0))
         rec.setdefault("notebook", lesson)
-        comps = report.lesson_comparisons([rec])
+        comps = comparisons.lesson_comparisons([rec])
         parts.append(f"**This run** (seed {rec['seed']}; one seed, so no interval):")
-        parts.append(report.comparison_markdown(comps) if comps else "no paired comparison recorded.")
+        parts.append(comparisons.comparison_markdown(comps) if comps else "no paired comparison recorded.")
         checks = theory_checks(lesson, [rec])
         if checks:
             parts += ["", "Theory against this run:", *checks]
@@ -68,19 +68,19 @@ def findings_for(lesson: str, result: Mapping | str | Path | None = None, report
     lesson_dir = _lesson_dir(reports_dir, lesson) if reports_dir.is_dir() else None
     if lesson_dir is not None:
         recs = [r for r in load_results(lesson_dir) if "metrics" in r and "notebook" in r]
-        groups = report.group_records(recs)
+        groups = comparisons.group_records(recs)
         if groups and rec_config is not None:
             # only batch results made with this run's configuration (keys both record; seed and out_dir aside)
-            groups = {k: g for k, g in groups.items() if _same_config(report._group_config(g[0]), rec_config)}
+            groups = {k: g for k, g in groups.items() if _same_config(comparisons.group_config(g[0]), rec_config)}
             if not groups:
                 parts.append(f"\nNo batch results under `{lesson_dir}` were made with this run's configuration.")
         if groups:
             # the largest group (most seeds) is the batch configuration
             recs = max(groups.values(), key=len)
-            comps = report.lesson_comparisons(recs)
+            comps = comparisons.lesson_comparisons(recs)
             seeds = sorted({r["seed"] for r in recs})
             parts.append(f"\n**Across seeds** ({len(seeds)} seeds {seeds}, results in `{lesson_dir}`):")
-            parts.append(report.comparison_markdown(comps) if comps else "no paired comparison recorded.")
+            parts.append(comparisons.comparison_markdown(comps) if comps else "no paired comparison recorded.")
             checks = theory_checks(lesson, recs)
             if checks:
                 parts += ["", "Theory against these runs (direction from the 95 % t interval over seeds):", *checks]
