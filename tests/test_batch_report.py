@@ -237,3 +237,49 @@ def test_status_lists_current_missing_and_stale_runs(toy: Path, tmp_path: Path, 
     assert batch.main(["--notebooks", str(toy), "--seeds", "0", "--out", str(out), "--status"]) == 0
     assert "| 00_toy | 0 | stale (notebook changed) |" in capsys.readouterr().out
     assert (out / "00_toy" / "seed=0" / "executions.txt").read_text() == "x"  # --status executed nothing
+
+
+def test_selection_report_draws_both_regimes_and_pairs_with_the_start(tmp_path: Path) -> None:
+    """Lesson 03's records: regime A points and regime B curves are separate figures; every strategy is also
+    compared with the start (strategy none, n = 0) of its own regime and learner."""
+    from molft_utils.methods.selection_study import method_name
+    from molft_utils.runs.comparisons import lesson_comparisons
+
+    recs = []
+    for seed in (0, 1, 2):
+        metrics = {}
+        for learner in ("finetuned", "rf"):
+            metrics[method_name("A", "none", 0, learner)] = {"rmse": 0.80 + 0.01 * seed}
+            metrics[method_name("B", "none", 0, learner)] = {"rmse": 1.20 + 0.01 * seed}
+            for strategy, gain in (("random", 0.0), ("maxmin", 0.02)):
+                metrics[method_name("A", strategy, 100, learner)] = {"rmse": 0.78 - gain + 0.01 * seed}
+                for budget in (100, 200):
+                    metrics[method_name("B", strategy, budget, learner)] = {"rmse": 1.1 - budget / 1e3 - gain}
+        extra = {"paired_reference": {"strategy": "random"}, "convergence": {}}
+        recs.append(write_result(tmp_path / "03_data_selection" / f"seed={seed}", "03_data_selection", seed,
+                                 {"seed": seed, "n_start": 200}, metrics, extra=extra))  # fmt: skip
+    loaded = [json.loads(Path(p).read_text()) | {"seed": s} for s, p in enumerate(recs)]
+    comps = lesson_comparisons(loaded)
+    pairs = {(c.method, c.reference) for c in comps}
+    assert (method_name("B", "maxmin", 200, "rf"), method_name("B", "random", 200, "rf")) in pairs
+    assert (method_name("B", "maxmin", 200, "rf"), method_name("B", "none", 0, "rf")) in pairs
+    assert (method_name("A", "random", 100), method_name("A", "none", 0)) in pairs
+    summary = build_report(tmp_path).read_text()
+    figures = sorted(p.name for p in (tmp_path / "figures").glob("03_data_selection_*_rmse*.png"))
+    assert len(figures) == 2 and any(name.endswith("_rmse_A.png") for name in figures)
+    for name in figures:
+        assert f"figures/{name}" in summary
+
+
+def test_robust_methods_are_also_compared_with_the_forest() -> None:
+    from molft_utils.runs.comparisons import lesson_comparisons
+
+    recs = []
+    for seed in (0, 1):
+        metrics = {f"method={m}|labels=50|split=random": {"rmse": r + 0.01 * seed}
+                   for m, r in (("Full FT", 1.0), ("L2-SP", 0.95), ("ECFP4 + RF", 0.9))}  # fmt: skip
+        recs.append({"notebook": "05_robust_finetuning", "seed": seed, "metrics": metrics,
+                     "extra": {"paired_reference": {"method": "Full FT"}}})  # fmt: skip
+    refs = {(c.method, c.reference) for c in lesson_comparisons(recs)}
+    assert ("method=L2-SP|labels=50|split=random", "method=ECFP4 + RF|labels=50|split=random") in refs
+    assert ("method=L2-SP|labels=50|split=random", "method=Full FT|labels=50|split=random") in refs

@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from molft_utils.core.records import load_results
+from molft_utils.methods.selection_study import learning_curve_figure, parse_method, per_seed_values
 from molft_utils.runs import verdicts as vd
 from molft_utils.runs.comparisons import (
     DERIVED_05,
@@ -79,8 +80,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Per lesson: the question its comparisons answer (one line, shown in *Findings*) and its extra references
-#: besides ``extra["paired_reference"]`` (dicts of ``key=value`` parts, see :func:`paired_table`).
+#: Per lesson: the question its comparisons answer (one line, shown in *Findings*). The comparisons themselves
+#: (references included) are :mod:`molft_utils.runs.comparisons`'s, shared with the notebooks' findings cells.
 LESSONS: dict[str, dict] = {
     "01_finetune_and_mlm": {
         "question": "Does pretraining (MLM + descriptor regression vs MLM only), and domain adaptation on top of it "
@@ -90,20 +91,24 @@ LESSONS: dict[str, dict] = {
     "02_influence_lissa": {
         "question": "Does adding the k pool molecules that influence functions rank most helpful (harmful) lower "
         "(raise) test RMSE, against adding none and against adding k random ones?",
-        "references": [{"selection": "random"}],
     },
     "03_data_selection": {
-        "question": "Does a selection strategy pick pool molecules that lower test RMSE more than random picks "
-        "of the same budget?",
+        "question": "Does a selection strategy pick molecules that lower test RMSE more than random picks of the "
+        "same budget — added to the full training split (regime A), or labelled on top of a small start (regime B, "
+        "several budgets) — for the fine-tuned model and for a random forest trained on the same picks?",
     },
     "04_peft": {
-        "question": "How close do parameter-efficient methods come to full fine-tuning at the same budget?",
+        "question": "With each method trained to convergence at a learning rate chosen on validation, how close do "
+        "parameter-efficient methods come to full fine-tuning — at convergence, at equal steps and at equal "
+        "training time — and how do LoRA's rank and placement change that?",
     },
     "05_robust_finetuning": {
-        "question": "Do robust fine-tuning methods beat plain full fine-tuning with few labels, on random and "
-        "scaffold splits?",
+        "question": "With few labels (and with all of them), do robust fine-tuning methods beat plain full "
+        "fine-tuning and a random forest on ECFP4, on random and scaffold splits?",
     },
 }
+
+
 def _findings_line(notebook: str, comps: Sequence[vd.Comparison], n_seeds: int, label: str = "the label") -> str:
     question = LESSONS.get(notebook, {}).get("question", "").format(label=label)
     head = f"- **{notebook}** ({n_seeds} seed{'s' if n_seeds != 1 else ''}). {question} "
@@ -223,20 +228,11 @@ def forest_figure(comps: Sequence[vd.Comparison], path: Path, title: str) -> boo
     return True
 
 
-def _per_seed(records: Sequence[dict], metric: str = "rmse") -> dict[str, list[float]]:
-    out: dict[str, list[float]] = {}
-    for rec in records:
-        for method, m in rec.get("metrics", {}).items():
-            if m.get(metric) is not None:
-                out.setdefault(method, []).append(float(m[metric]))
-    return out
-
-
 def _bars_figure(
     records: Sequence[dict], path: Path, title: str, reference: str | None = None, unit: str = "logD"
 ) -> bool:
     """Test RMSE per method: mean ± std and seed dots (the reference's mean as a dashed line)."""
-    methods = _per_seed(records)
+    methods = per_seed_values(records)
     if not methods or len(methods) > 40:
         return False
     plt = _plt()
@@ -262,7 +258,7 @@ def _bars_figure(
 
 def _rmse_vs_k_figure(records: Sequence[dict], path: Path, title: str, unit: str = "logD") -> bool:
     """Notebook 02: test RMSE against k per selection (k = 0 is the shared 'none' start), mean ± std band."""
-    methods = _per_seed(records)
+    methods = per_seed_values(records)
     curves: dict[str, dict[int, list[float]]] = {}
     base = None
     for name, vals in methods.items():
@@ -293,9 +289,41 @@ def _rmse_vs_k_figure(records: Sequence[dict], path: Path, title: str, unit: str
     return True
 
 
-def _learning_curve_figure(records: Sequence[dict], path: Path, title: str, unit: str = "logD") -> bool:
-    """Notebook 03: test RMSE per strategy; a learning curve over ``n`` when several budgets exist."""
-    methods = _per_seed(records)
+def _learning_curve_figure(records: Sequence[dict], path: Path, title: str, unit: str = "logD") -> list[Path]:
+    """Notebook 03: regime A (a fixed budget added to the training split) as points per strategy and learner;
+    regime B (a small labelled start and growing budgets) as learning curves, a panel per learner.
+
+    Records written before the two regimes (method names without ``regime=``) get the older single figure.
+    """
+    methods = per_seed_values(records)
+    parsed = {}
+    for name in methods:
+        try:
+            parsed[name] = parse_method(name)
+        except ValueError:
+            continue
+    if not parsed:
+        return [path] if _legacy_selection_figure(records, path, title, unit) else []
+    written = []
+    regime_a = {n: v for n, v in methods.items() if n in parsed and parsed[n]["regime"] == "A"}
+    if regime_a:
+        ref = next((n for n in regime_a if parsed[n]["strategy"] == "random" and parsed[n]["learner"] == "finetuned"),
+                   None)  # fmt: skip
+        path_a = path.with_name(path.stem + "_A" + path.suffix)
+        only_a = [{"metrics": {n: m for n, m in r.get("metrics", {}).items() if n in regime_a}} for r in records]
+        if _bars_figure(only_a, path_a, title + " — regime A", reference=ref, unit=unit):
+            written.append(path_a)
+    if any(p["regime"] == "B" for p in parsed.values()):
+        start = records[0].get("config", {}).get("n_start")
+        fig = learning_curve_figure(methods, regime="B", unit=unit, start_size=start, title=title + " — regime B")
+        _save(fig, path)
+        written.append(path)
+    return written
+
+
+def _legacy_selection_figure(records: Sequence[dict], path: Path, title: str, unit: str = "logD") -> bool:
+    """Records of the single-regime lesson 03: a learning curve over ``n`` when several budgets exist."""
+    methods = per_seed_values(records)
     budgets = {split_method(m).get("n") for m in methods if split_method(m).get("n") not in (None, "0")}
     if len(budgets) <= 1:
         ref = next((m for m in methods if split_method(m).get("strategy") == "random"), None)
@@ -322,7 +350,7 @@ def _learning_curve_figure(records: Sequence[dict], path: Path, title: str, unit
 
 def _pareto_figure(records: Sequence[dict], path: Path, title: str, unit: str = "logD") -> bool:
     """Notebook 04: test RMSE against trainable parameters per method, with the Pareto front."""
-    methods = _per_seed(records)
+    methods = per_seed_values(records)
     params: dict[str, float] = {}
     for rec in records:
         for name, v in rec.get("extra", {}).get("diagnostics", {}).items():
@@ -338,10 +366,15 @@ def _pareto_figure(records: Sequence[dict], path: Path, title: str, unit: str = 
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for x, y, sd, m in pts:
-        marker = "s" if "recipe" in m else "o"
-        ax.errorbar(x, y, yerr=sd, fmt=marker, capsize=3, color="#4c72b0" if marker == "o" else "#888888")
-        ax.annotate(m if "recipe" not in m else "full, lesson-01 recipe", (x, y), textcoords="offset points",
-                    xytext=(6, 4), fontsize=8)  # fmt: skip
+        if "recipe" in m:  # the lesson-01 recipe's full fine-tune: a reference, not a method of the lesson
+            style, label = {"fmt": "s", "color": "#888888", "ms": 6}, "full, lesson-01 recipe"
+        elif m.startswith("lora r"):  # the LoRA rank × placement study: smaller, lighter, labelled by rank
+            style, label = {"fmt": "o", "color": "#9ecae1", "ms": 4}, m.removeprefix("lora ")
+        else:
+            style, label = {"fmt": "o", "color": "#4c72b0", "ms": 6}, m
+        ax.errorbar(x, y, yerr=sd, capsize=3, **style)
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, 4),
+                    fontsize=7 if m.startswith("lora r") else 8)  # fmt: skip
     front, best = [], float("inf")
     for x, y, _, _m in sorted(p for p in pts if "recipe" not in p[3]):
         if y < best:
@@ -349,6 +382,10 @@ def _pareto_figure(records: Sequence[dict], path: Path, title: str, unit: str = 
             best = y
     if len(front) > 1:
         ax.step(*zip(*front, strict=True), where="post", color="#c0392b", lw=1, ls="--", label="Pareto front")
+    for name, ls in (("ECFP4 + RF", "-."), ("training mean", ":")):  # the classical and the trivial baseline
+        if name in methods:
+            ax.axhline(float(np.mean(methods[name])), color="0.45", ls=ls, lw=1, label=f"{name} (mean)")
+    if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters (head included, log scale)")
@@ -364,7 +401,7 @@ def _budget_order(value: str) -> float:
 
 def _rmse_vs_labels_figure(records: Sequence[dict], path: Path, title: str, unit: str = "logD") -> bool:
     """Notebook 05: test RMSE against label budget (50 → 100 → 500 → all) per method, a panel per split."""
-    methods = _per_seed(records)
+    methods = per_seed_values(records)
     table: dict[str, dict[str, dict[str, list[float]]]] = {}
     for name, vals in methods.items():
         parts = split_method(name)
@@ -390,9 +427,12 @@ def _rmse_vs_labels_figure(records: Sequence[dict], path: Path, title: str, unit
             ys = [float(np.mean(per_budget[b])) for b in budgets if b in per_budget]
             if max(ys) > top:
                 off_scale.add(method)
-            ls = "-" if method == "Full FT" else "--" if method in DERIVED_05 else ":"
-            ax.plot(xs, ys, marker="o", ls=ls, lw=2 if method == "Full FT" else 1, color=colours[method],
-                    label=method)  # fmt: skip
+            if method == "ECFP4 + RF":  # the classical baseline, drawn as one
+                style = {"ls": "-.", "lw": 1.5, "color": "0.45", "marker": "s"}
+            else:
+                ls = "-" if method == "Full FT" else "--" if method in DERIVED_05 else ":"
+                style = {"ls": ls, "lw": 2 if method == "Full FT" else 1, "color": colours[method], "marker": "o"}
+            ax.plot(xs, ys, label=method, **style)
         ax.set_xticks(range(len(budgets)), [f"{b}" for b in budgets])
         ax.set_xlabel("training labels")
         ax.set_title(f"{split} split", fontsize=10)
@@ -562,8 +602,10 @@ def build_report(root: str | Path, out: str | Path | None = None, data_dir: str 
         lines += ["Per method:", "", markdown_table(table), ""]
         kind, fig_fn = _LESSON_FIGURES.get(notebook, ("test RMSE per method", _bars_figure))
         fpath = fig_dir / f"{notebook}_{ghash}_rmse.png"
-        if fig_fn(recs, fpath, f"{title}: {kind}", unit=error_unit(dataset)):
-            lines += [f"![{notebook} {kind}]({fpath.relative_to(out.parent)})", ""]
+        drawn = fig_fn(recs, fpath, f"{title}: {kind}", unit=error_unit(dataset))
+        # a figure function returns whether it drew ``fpath``, or the list of figures it drew
+        for drawn_path in drawn if isinstance(drawn, list) else [fpath] if drawn else []:
+            lines += [f"![{notebook} {kind}]({drawn_path.relative_to(out.parent)})", ""]
         diag = diagnostics_table(recs)
         if not diag.empty:
             lines += ["Diagnostics:", "", markdown_table(diag), ""]
