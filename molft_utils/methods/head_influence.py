@@ -18,8 +18,8 @@ from torch.func import functional_call
 from transformers import PreTrainedTokenizerBase
 
 from molft_utils.methods import influence as inf
-from molft_utils.methods.selection import embed_smiles
 from molft_utils.models.backbone import RegressionModel
+from molft_utils.training.embedding import embed_smiles
 from molft_utils.training.train import TargetScaler
 
 __all__ = [

@@ -1,6 +1,6 @@
 """Linear probe: how much of a label a frozen representation holds before any fine-tuning.
 
-The backbone stays frozen; its masked mean-pooled features (:func:`molft_utils.methods.selection.embed_smiles`)
+The backbone stays frozen; its masked mean-pooled features (:func:`molft_utils.training.embedding.embed_smiles`)
 are standardised and a ridge regression is fitted on the training molecules, with the ridge penalty
 chosen by efficient leave-one-out cross-validation on the training set only (scikit-learn's
 ``RidgeCV``). Validation and test are scored with the fitted map, so a probe's numbers are as honest as
@@ -17,8 +17,8 @@ from sklearn.linear_model import RidgeCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from molft_utils.methods.selection import embed_smiles
 from molft_utils.models.backbone import RegressionModel, load_backbone
+from molft_utils.training.embedding import embed_smiles
 from molft_utils.training.metrics import regression_metrics
 
 __all__ = ["ALPHAS", "frozen_features", "linear_probe", "linear_probe_features"]

@@ -60,19 +60,14 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
-import torch
 from rdkit import Chem, DataStructs, RDLogger
 from rdkit.Chem import rdFingerprintGenerator
 from rdkit.SimDivFilters import MaxMinPicker
 from sklearn.cluster import KMeans
-from transformers import PreTrainedTokenizerBase
 
-from molft_utils.core.progress import progress_bar
 from molft_utils.core.registry import Registry
 from molft_utils.data.loading import frame_sha256
-from molft_utils.models.backbone import RegressionModel
-from molft_utils.training.batching import sequential_batches
-from molft_utils.training.collate import collate, encode
+from molft_utils.training.embedding import embed_smiles  # re-exported: the features diversity sampling clusters
 
 __all__ = [
     "SELECTORS",
@@ -345,60 +340,6 @@ def top_n(scores: Sequence[float] | np.ndarray, n: int) -> np.ndarray:
         raise ValueError("scores contain NaN")
     n = _check_budget(n, len(s))
     return np.argsort(-s, kind="stable")[:n]
-
-
-@torch.no_grad()
-def embed_smiles(
-    model: RegressionModel,
-    tokenizer: PreTrainedTokenizerBase,
-    smiles: Sequence[str],
-    batch_size: int = 128,
-    progress: bool = False,
-) -> np.ndarray:
-    """Mean-pooled encoder embeddings of ``smiles`` (``RegressionModel.embed``), in eval mode, float32.
-
-    Batches are formed by sequence length (less padding); rows come back in the input order. The model's
-    train/eval mode is restored afterwards.
-
-    Parameters
-    ----------
-    model
-        A :class:`~molft_utils.models.backbone.RegressionModel` (or anything with ``.embed(input_ids, attention_mask)``
-        and parameters).
-    tokenizer
-        Its tokenizer.
-    smiles
-        Molecules to embed.
-    batch_size
-        Molecules per forward pass.
-    progress
-        Show a tqdm bar (``TQDM_DISABLE=1`` silences it).
-
-    Returns
-    -------
-    np.ndarray
-        Array ``(len(smiles), hidden)`` of dtype float32.
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    device = next(model.parameters()).device
-    ids = encode(tokenizer, smiles)
-    batches = sequential_batches([len(x) for x in ids], batch_size)
-    was_training = model.training
-    model.eval()
-    out: np.ndarray | None = None
-    try:
-        for idx in progress_bar(batches, progress=progress, desc="embed"):
-            batch = collate(tokenizer, [ids[i] for i in idx], device)
-            feats = model.embed(batch["input_ids"], batch["attention_mask"]).float().cpu().numpy()
-            if out is None:
-                out = np.empty((len(ids), feats.shape[1]), dtype=np.float32)
-            out[idx] = feats
-    finally:
-        model.train(was_training)
-    if out is None:
-        raise ValueError("no SMILES to embed")
-    return out
 
 
 class Selector(NamedTuple):
