@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import RoFormerModel
 
-from molft_utils.models.backbone import RegressionModel
+from molft_utils.models.backbone import RegressionModel, load_backbone
 from molft_utils.pretraining.pretrain import backbone_config
 from molft_utils.training.benchmark import (
     ModelShape,
@@ -77,3 +77,17 @@ def test_update_readme_replaces_only_the_marked_block(tmp_path):
     readme.write_text("no markers")
     with pytest.raises(ValueError, match="markers not found"):
         update_readme(readme, "x")
+
+
+def test_profile_of_a_training_step_sums_to_one_and_names_the_matmuls():
+    from molft_utils.training.benchmark import OP_KINDS, profile_training_step
+
+    cfg = backbone_config(698, layers=1, hidden=32, heads=2, intermediate=64)
+    tokenizer = load_backbone()[1]
+    smiles = ["CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1", "CCN(CC)CC"] * 4
+    prof = profile_training_step(RegressionModel(RoFormerModel(cfg)), tokenizer, smiles, batch_size=4, steps=2)
+    assert abs(sum(prof["kinds"].values()) - 1.0) < 1e-6
+    assert "matmul" in prof["kinds"] and set(prof["kinds"]) <= set(OP_KINDS.values()) | {"other"}
+    assert prof["ops"] and all(0 < o["share"] <= 1 for o in prof["ops"]) and prof["steps"] == 2
+    record = {"schema": 2, "results": [], "date": "d", "cpu": "c", "torch_threads": 2, "torch": "t", "profile": prof}
+    assert "spends its CPU time" in format_table(record)

@@ -50,6 +50,7 @@ __all__ = [
     "measure_inference",
     "measure_throughput",
     "model_shape",
+    "profile_training_step",
     "roofline_fraction",
     "run_benchmark",
     "update_readme",
@@ -400,6 +401,80 @@ def run_benchmark(
     }
 
 
+#: Profiler op name → the kind of work it is (every other op counts as "other").
+OP_KINDS = {
+    "aten::mm": "matmul", "aten::addmm": "matmul", "aten::bmm": "matmul",
+    "aten::copy_": "casts and copies", "aten::_to_copy": "casts and copies",
+    "aten::random_": "dropout masks", "aten::bernoulli_": "dropout masks", "aten::bitwise_and": "dropout masks",
+    "aten::ge": "dropout masks",
+    "aten::mul": "elementwise", "aten::add": "elementwise", "aten::div": "elementwise", "aten::cat": "elementwise",
+    "aten::neg": "elementwise", "aten::sub": "elementwise", "aten::masked_fill": "elementwise",
+    "aten::gelu": "activations", "aten::gelu_backward": "activations", "aten::relu": "activations",
+    "aten::threshold_backward": "activations",
+    "aten::_softmax": "softmax", "aten::_softmax_backward_data": "softmax",
+    "aten::native_layer_norm": "layer norm", "aten::native_layer_norm_backward": "layer norm",
+    "aten::_fused_adamw_": "optimiser",
+}  # fmt: skip
+
+
+def profile_training_step(
+    model: RegressionModel, tokenizer, smiles: Sequence[str], batch_size: int = 32, steps: int = 10, warmup: int = 3
+) -> dict:
+    """Where a bf16 training step spends its CPU time (``torch.profiler``, self time per op).
+
+    Returns
+    -------
+    dict
+        ``kinds``: share of self CPU time per kind of work (:data:`OP_KINDS`); ``ops``: the 15 ops with the most
+        self time (share, calls per step); ``steps``, ``batch_size`` and ``seconds_per_step`` under the profiler
+        (slower than unprofiled steps: compare shares, not times).
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    device = get_device()
+    dtype = autocast_dtype(device, "auto")
+    seed_everything(0)
+    model.to(device).train()
+    ids = _encode(tokenizer, smiles)
+    batches = bucketed_batches([len(x) for x in ids], batch_size, np.random.default_rng(0), 20)
+    optimizer = make_adamw([{"params": list(model.parameters()), "lr": 1e-5}], 0.01)
+
+    def step(i: int) -> None:
+        idx = batches[i % len(batches)]
+        batch = _pad(tokenizer, [ids[j] for j in idx], device)
+        with autocast(device, dtype):
+            loss = torch.nn.functional.mse_loss(model(**batch).float(), torch.zeros(len(idx), device=device))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for i in range(warmup):
+        step(i)
+    t0 = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for i in range(warmup, warmup + steps):
+            step(i)
+    seconds = time.perf_counter() - t0
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events)
+    kinds: dict[str, float] = {}
+    for e in events:
+        kind = OP_KINDS.get(e.key, "other")
+        kinds[kind] = kinds.get(kind, 0.0) + e.self_cpu_time_total / total
+    top = sorted(events, key=lambda e: -e.self_cpu_time_total)[:15]
+    return {
+        "batch_size": batch_size,
+        "steps": steps,
+        "precision": str(dtype).removeprefix("torch.") if dtype is not None else "fp32",
+        "seconds_per_step": seconds / steps,
+        "kinds": dict(sorted(kinds.items(), key=lambda kv: -kv[1])),
+        "ops": [
+            {"op": e.key, "share": e.self_cpu_time_total / total, "calls_per_step": e.count / steps} for e in top
+        ],
+    }
+
+
 def format_table(record: dict) -> str:
     """The README's Markdown table from a schema-2 record (``reports/benchmark/throughput.json``)."""
     if record.get("schema") != SCHEMA:
@@ -423,6 +498,14 @@ def format_table(record: dict) -> str:
         lines.append(
             f"Fast path over transformers' eager RoFormer, bf16 batch {sp['batch_size']}, same run, alternating "
             f"blocks (median ratio): {', '.join(parts)}."
+        )
+    prof = record.get("profile")
+    if prof:
+        shares = ", ".join(f"{kind} {share:.0%}" for kind, share in prof["kinds"].items() if share >= 0.01)
+        lines.append("")
+        lines.append(
+            f"Where a {prof['precision']} training step at batch {prof['batch_size']} spends its CPU time "
+            f"(`torch.profiler`, self time, {prof['steps']} steps): {shares}."
         )
     lines.append("")
     lines.append(
@@ -459,6 +542,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--table", action="store_true", help="print the Markdown table of --out and exit")
     p.add_argument("--readme", type=Path, default=None, help="with --table: also write it into this README")
+    p.add_argument(
+        "--profile", action="store_true", help="also profile bf16 training steps at batch 32 (written to the record)"
+    )
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if a.table:
@@ -473,6 +559,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     if a.quick:
         a.batch_sizes, a.precisions, a.steps, a.inference_molecules = [16, 32], ["bf16"], 5, 256
     record = run_benchmark(a.batch_sizes, a.precisions, a.steps, a.model, a.compare_batch, a.inference_molecules)
+    if a.profile:
+        backbone, tokenizer = load_backbone(a.model)
+        smiles = load_lipophilicity().smiles.tolist()
+        steps = 5 if a.quick else 10
+        record["profile"] = profile_training_step(RegressionModel(backbone), tokenizer, smiles, 32, steps)
+        log.info("training step, bf16 batch 32, self CPU time by kind: %s",
+                 {k: f"{v:.0%}" for k, v in record["profile"]["kinds"].items()})  # fmt: skip
     write_json_atomic(a.out, record)
     print(format_table(record))
 
