@@ -141,6 +141,17 @@ def matmul_rate(
     return flops / statistics.median(times)
 
 
+def _train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict, device, dtype) -> None:
+    """One step as :func:`~molft_utils.train.fit` takes it: autocast forward, MSE to zeros, clip, AdamW."""
+    n = batch["input_ids"].shape[0]
+    with autocast(device, dtype):
+        loss = torch.nn.functional.mse_loss(model(**batch).float(), torch.zeros(n, device=device))
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def measure_throughput(
     model: RegressionModel,
     tokenizer,
@@ -171,15 +182,9 @@ def measure_throughput(
     for i in range(warmup + steps):
         idx = batches[i % len(batches)]
         batch = _pad(tokenizer, [ids[j] for j in idx], device)
-        target = torch.zeros(len(idx), device=device)
         _sync(device)
         t0 = time.perf_counter()
-        with autocast(device, dtype):
-            loss = torch.nn.functional.mse_loss(model(**batch).float(), target)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        _train_step(model, optimizer, batch, device, dtype)
         _sync(device)
         if i >= warmup:
             seconds += time.perf_counter() - t0
@@ -268,13 +273,7 @@ def interleaved_speedup(
         t0 = time.perf_counter()
         for i in range(start, start + steps_per_block):
             idx = batches[i % len(batches)]
-            batch = _pad(tokenizer, [ids[j] for j in idx], device)
-            with autocast(device, dtype):
-                loss = torch.nn.functional.mse_loss(m(**batch).float(), torch.zeros(len(idx), device=device))
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+            _train_step(m, opt, _pad(tokenizer, [ids[j] for j in idx], device), device, dtype)
         _sync(device)
         return time.perf_counter() - t0
 
@@ -413,7 +412,9 @@ OP_KINDS = {
     "aten::threshold_backward": "activations",
     "aten::_softmax": "softmax", "aten::_softmax_backward_data": "softmax",
     "aten::native_layer_norm": "layer norm", "aten::native_layer_norm_backward": "layer norm",
-    "aten::_fused_adamw_": "optimiser",
+    "aten::_fused_adamw_": "optimiser", "aten::linalg_vector_norm": "optimiser",
+    "aten::sum": "reductions", "aten::mean": "reductions",
+    "aten::empty": "allocation", "aten::empty_strided": "allocation", "aten::zero_": "allocation",
 }  # fmt: skip
 
 
@@ -441,13 +442,7 @@ def profile_training_step(
 
     def step(i: int) -> None:
         idx = batches[i % len(batches)]
-        batch = _pad(tokenizer, [ids[j] for j in idx], device)
-        with autocast(device, dtype):
-            loss = torch.nn.functional.mse_loss(model(**batch).float(), torch.zeros(len(idx), device=device))
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        _train_step(model, optimizer, _pad(tokenizer, [ids[j] for j in idx], device), device, dtype)
 
     for i in range(warmup):
         step(i)
