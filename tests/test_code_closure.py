@@ -1,4 +1,4 @@
-"""Which package files a notebook's run identity covers (:func:`molft_utils.runs.batch.notebook_code_modules`)."""
+"""Which package files a notebook's run identity covers (:func:`molft_utils.runs.identity.notebook_code_modules`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import nbformat
 from nbformat import v4
 
-from molft_utils.runs import batch
+from molft_utils.runs import batch, identity
 
 INIT = '''
 MODULES = {"train": "training.train", "plots": "runs.plots"}
@@ -51,7 +51,7 @@ def _rel(files: list[Path] | None, pkg: Path) -> list[str]:
 def test_closure_follows_lazy_names_relative_and_function_imports(tmp_path: Path) -> None:
     pkg = _package(tmp_path)
     nb = _notebook(tmp_path / "01.ipynb", "%matplotlib inline\n!echo hi\nfrom molft_utils import fit")
-    assert _rel(batch.notebook_code_modules(nb, pkg), pkg) == [
+    assert _rel(identity.notebook_code_modules(nb, pkg), pkg) == [
         "__init__.py", "core/__init__.py", "core/settings.py",
         "training/__init__.py", "training/metrics.py", "training/train.py",
     ]  # fmt: skip
@@ -60,9 +60,9 @@ def test_closure_follows_lazy_names_relative_and_function_imports(tmp_path: Path
 def test_attribute_access_and_submodule_imports_count(tmp_path: Path) -> None:
     pkg = _package(tmp_path)
     nb = _notebook(tmp_path / "02.ipynb", "import molft_utils\nmolft_utils.plots")
-    assert "runs/plots.py" in _rel(batch.notebook_code_modules(nb, pkg), pkg)
+    assert "runs/plots.py" in _rel(identity.notebook_code_modules(nb, pkg), pkg)
     nb = _notebook(tmp_path / "03.ipynb", "from molft_utils.runs import plots")
-    files = _rel(batch.notebook_code_modules(nb, pkg), pkg)
+    files = _rel(identity.notebook_code_modules(nb, pkg), pkg)
     assert {"runs/__init__.py", "runs/plots.py", "training/train.py"} <= set(files)
     assert "methods/unused.py" not in files
 
@@ -70,22 +70,23 @@ def test_attribute_access_and_submodule_imports_count(tmp_path: Path) -> None:
 def test_hash_changes_only_with_the_code_a_notebook_runs(tmp_path: Path) -> None:
     pkg = _package(tmp_path)
     nb = _notebook(tmp_path / "01.ipynb", "from molft_utils import fit")
-    before = batch.code_hash(pkg, batch.notebook_code_modules(nb, pkg))
+    before = identity.code_hash(pkg, identity.notebook_code_modules(nb, pkg))
     (pkg / "methods" / "unused.py").write_text("# edited\n")
-    assert batch.code_hash(pkg, batch.notebook_code_modules(nb, pkg)) == before
+    assert identity.code_hash(pkg, identity.notebook_code_modules(nb, pkg)) == before
     (pkg / "training" / "metrics.py").write_text("from ..core import settings\n# edited\n")
-    assert batch.code_hash(pkg, batch.notebook_code_modules(nb, pkg)) != before
+    assert identity.code_hash(pkg, identity.notebook_code_modules(nb, pkg)) != before
 
 
 def test_unparsable_cell_means_the_whole_package(tmp_path: Path) -> None:
     pkg = _package(tmp_path)
     nb = _notebook(tmp_path / "01.ipynb", "def broken(:\n    pass")
-    assert batch.notebook_code_modules(nb, pkg) is None
-    assert batch.code_hash(pkg, None) == batch.code_hash(pkg)
+    assert identity.notebook_code_modules(nb, pkg) is None
+    assert identity.code_hash(pkg, None) == identity.code_hash(pkg)
 
 
 def test_every_lesson_covers_its_own_method_modules() -> None:
-    files = {nb.stem[:2]: _rel(batch.notebook_code_modules(nb), batch.PACKAGE_DIR) for nb in batch.discover_notebooks()}
+    notebooks = batch.discover_notebooks()
+    files = {nb.stem[:2]: _rel(identity.notebook_code_modules(nb), identity.PACKAGE_DIR) for nb in notebooks}
     assert "training/train.py" in files["01"] and "runs/finetune.py" in files["01"]
     assert any(f.startswith("methods/influence/") for f in files["02"])
     assert any(f.startswith("methods/peft_methods/") for f in files["04"])

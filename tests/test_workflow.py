@@ -15,7 +15,7 @@ import nbformat
 import pytest
 from test_batch_report import _toy_notebook
 
-from molft_utils.runs import batch, cache_jobs
+from molft_utils.runs import batch, cache_jobs, identity
 
 REPO = Path(__file__).resolve().parent.parent
 SNAKEFILE = REPO / "workflow" / "Snakefile"
@@ -148,8 +148,8 @@ def _done_spec(toy: Path, out: Path, smoke: bool = False) -> batch.RunSpec:
 
 def test_rerun_rule_reports_code_changed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     package = tmp_path / "pkg"
-    shutil.copytree(batch.PACKAGE_DIR, package, ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setattr(batch, "PACKAGE_DIR", package)
+    shutil.copytree(identity.PACKAGE_DIR, package, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(identity, "PACKAGE_DIR", package)
     (tmp_path / "nbs").mkdir()
     toy = _toy_notebook(tmp_path / "nbs" / "00_toy.ipynb")
     out = tmp_path / "out"
@@ -157,7 +157,7 @@ def test_rerun_rule_reports_code_changed(tmp_path: Path, monkeypatch: pytest.Mon
     assert batch.rerun_reason(spec) is None
     assert spec.stamp.is_file() and spec.stamp.stat().st_mtime <= (spec.out_dir / "result.json").stat().st_mtime
 
-    for orchestration in batch.ORCHESTRATION_MODULES:  # runs/batch.py, runs/cache_jobs.py
+    for orchestration in identity.ORCHESTRATION_MODULES:  # runs/batch.py, runs/cache_jobs.py, runs/identity.py
         (package / orchestration).write_text((package / orchestration).read_text() + "\n# orchestration only\n")
     assert batch.rerun_reason(batch.plan_runs([toy], [0], out)[0]) is None
     # only the code the notebook can run counts: a new module, or an edit to one it never imports, leaves it current
