@@ -91,3 +91,11 @@ def test_profile_of_a_training_step_sums_to_one_and_names_the_matmuls():
     assert prof["ops"] and all(0 < o["share"] <= 1 for o in prof["ops"]) and prof["steps"] == 2
     record = {"schema": 2, "results": [], "date": "d", "cpu": "c", "torch_threads": 2, "torch": "t", "profile": prof}
     assert "spends its CPU time" in format_table(record)
+
+
+def test_parallel_line_in_the_table() -> None:
+    row = {"mode": "train", "implementation": "fast", "precision": "bf16", "batch_size": 32}
+    row |= {"molecules_per_second": 100.0, "achieved_gflops": 1.0, "roofline_gflops": 2.0, "roofline_fraction": 0.5}
+    par = {"processes": 2, "threads_each": 1, "batch_size": 32, "molecules_per_second_total": 115.0}
+    record = {"schema": 2, "results": [row], "date": "d", "cpu": "c", "torch_threads": 2, "torch": "t", "parallel": par}
+    assert "2 training processes at once" in format_table(record) and "(1.15×)" in format_table(record)

@@ -50,6 +50,7 @@ __all__ = [
     "measure_inference",
     "measure_throughput",
     "model_shape",
+    "parallel_throughput",
     "profile_training_step",
     "roofline_fraction",
     "run_benchmark",
@@ -464,10 +465,38 @@ def profile_training_step(
         "precision": str(dtype).removeprefix("torch.") if dtype is not None else "fp32",
         "seconds_per_step": seconds / steps,
         "kinds": dict(sorted(kinds.items(), key=lambda kv: -kv[1])),
-        "ops": [
-            {"op": e.key, "share": e.self_cpu_time_total / total, "calls_per_step": e.count / steps} for e in top
-        ],
+        "ops": [{"op": e.key, "share": e.self_cpu_time_total / total, "calls_per_step": e.count / steps} for e in top],
     }
+
+
+def parallel_throughput(processes: int, batch_size: int = 32, steps: int = 30, model_name: str | None = None) -> dict:
+    """Aggregate bf16 training throughput of ``processes`` benchmark processes run at the same time.
+
+    Each child gets ``cpu_count // processes`` threads — what ``python -m molft_utils.runs.batch --jobs N`` gives
+    each of its jobs — and times ``steps`` training steps at ``batch_size``. Their start is staggered by their
+    imports only, so the timed steps overlap; the sum of their molecules/s is the machine's throughput with N jobs.
+    """
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    threads = max(1, (os.cpu_count() or 1) // processes)
+    with tempfile.TemporaryDirectory() as tmp:
+        outs = [Path(tmp) / f"p{i}.json" for i in range(processes)]
+        cmd = [sys.executable, "-m", "molft_utils.training.benchmark", "--batch-sizes", str(batch_size),
+               "--precisions", "bf16", "--steps", str(steps), "--compare-batch", "0", "--threads", str(threads),
+               "--inference-molecules", "256"] + (["--model", model_name] if model_name else [])  # fmt: skip
+        children = [subprocess.Popen([*cmd, "--out", str(o)], stdout=subprocess.DEVNULL) for o in outs]
+        codes = [c.wait() for c in children]
+        if any(codes):
+            raise RuntimeError(f"a benchmark child failed (exit codes {codes})")
+        rates = [
+            next(r["molecules_per_second"] for r in json.loads(o.read_text())["results"] if r["mode"] == "train")
+            for o in outs
+        ]
+    return {"processes": processes, "threads_each": threads, "batch_size": batch_size,
+            "molecules_per_second_each": rates, "molecules_per_second_total": float(sum(rates))}  # fmt: skip
 
 
 def format_table(record: dict) -> str:
@@ -493,6 +522,24 @@ def format_table(record: dict) -> str:
         lines.append(
             f"Fast path over transformers' eager RoFormer, bf16 batch {sp['batch_size']}, same run, alternating "
             f"blocks (median ratio): {', '.join(parts)}."
+        )
+    par = record.get("parallel")
+    if par:
+        one = next((r for r in record["results"] if r["mode"] == "train" and r["precision"] == "bf16"
+                    and r["batch_size"] == par["batch_size"]), None)  # fmt: skip
+        versus = (
+            (
+                f", against {one['molecules_per_second']:.0f} for one process with {record['torch_threads']} "
+                f"threads ({par['molecules_per_second_total'] / one['molecules_per_second']:.2f}×)"
+            )
+            if one
+            else ""
+        )
+        lines.append("")
+        lines.append(
+            f"{par['processes']} training processes at once ({par['threads_each']} thread(s) each, bf16 batch "
+            f"{par['batch_size']}, as `batch --jobs {par['processes']}` runs seeds): "
+            f"{par['molecules_per_second_total']:.0f} molecules/s in all{versus}."
         )
     prof = record.get("profile")
     if prof:
@@ -538,6 +585,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--table", action="store_true", help="print the Markdown table of --out and exit")
     p.add_argument("--readme", type=Path, default=None, help="with --table: also write it into this README")
     p.add_argument(
+        "--parallel",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also time N benchmark processes at once (cpu_count // N threads each, as batch --jobs N gives)",
+    )
+    p.add_argument(
         "--profile", action="store_true", help="also profile bf16 training steps at batch 32 (written to the record)"
     )
     a = p.parse_args(argv)
@@ -554,6 +608,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if a.quick:
         a.batch_sizes, a.precisions, a.steps, a.inference_molecules = [16, 32], ["bf16"], 5, 256
     record = run_benchmark(a.batch_sizes, a.precisions, a.steps, a.model, a.compare_batch, a.inference_molecules)
+    if a.parallel > 1:
+        record["parallel"] = parallel_throughput(a.parallel, 32, a.steps, a.model)
+        log.info("%d processes at once: %s", a.parallel, record["parallel"])
     if a.profile:
         backbone, tokenizer = load_backbone(a.model)
         smiles = load_lipophilicity().smiles.tolist()
