@@ -24,15 +24,20 @@ LAB_ARGS ?=
 lab: env
 	.venv/bin/jupyter lab $(LAB_ARGS) notebooks
 
+# Tests run on TEST_WORKERS pytest-xdist workers (one thread each); --dist loadfile keeps a notebook's cells, which
+# share one kernel, on one worker and in order.
+TEST_WORKERS ?= 2
+PYTEST_PARALLEL = -n $(TEST_WORKERS) --dist loadfile
+
 # The fast tier: unit tests only (no notebook is executed: tests marked `notebooks` are deselected).
 test-unit: env
 	.venv/bin/ruff check molft_utils tests
-	MOLFT_SMOKE=1 TQDM_DISABLE=1 MOLFT_NUM_THREADS=1 MOLFT_CACHE="$$(mktemp -d)" $(PY) -m pytest -q tests -m "not notebooks"
+	MOLFT_SMOKE=1 TQDM_DISABLE=1 MOLFT_NUM_THREADS=1 MOLFT_CACHE="$$(mktemp -d)" $(PY) -m pytest -q $(PYTEST_PARALLEL) tests -m "not notebooks"
 
 # Unit tests, then every notebook executed under nbval in smoke mode (tiny sizes, throw-away model cache).
 test: env
 	.venv/bin/ruff check molft_utils tests
-	MOLFT_SMOKE=1 TQDM_DISABLE=1 MOLFT_NUM_THREADS=1 MOLFT_CACHE="$$(mktemp -d)" $(PY) -m pytest -q tests --nbval-lax notebooks
+	MOLFT_SMOKE=1 TQDM_DISABLE=1 MOLFT_NUM_THREADS=1 MOLFT_CACHE="$$(mktemp -d)" $(PY) -m pytest -q $(PYTEST_PARALLEL) tests --nbval-lax notebooks
 
 # The main job: every notebook for seeds 0 1 2 on the embedded backbone, then reports/summary.md, through the
 # Snakemake workflow (workflow/Snakefile: lesson 01's cached models first, then papermill runs). Resumable: a run

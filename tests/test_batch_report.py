@@ -283,3 +283,26 @@ def test_robust_methods_are_also_compared_with_the_forest() -> None:
     refs = {(c.method, c.reference) for c in lesson_comparisons(recs)}
     assert ("method=L2-SP|labels=50|split=random", "method=ECFP4 + RF|labels=50|split=random") in refs
     assert ("method=L2-SP|labels=50|split=random", "method=Full FT|labels=50|split=random") in refs
+
+
+def test_report_marks_runs_made_by_an_older_notebook(toy: Path, tmp_path: Path) -> None:
+    from molft_utils.runs.identity import recorded_state
+
+    out = tmp_path / "out"
+    assert batch.main(["--notebooks", str(toy), "--seeds", "0", "--out", str(out), "--no-report"]) == 0
+    run_dir = out / "00_toy" / "seed=0"
+    assert recorded_state(run_dir, toy.parent) == "current"
+    assert "runs not current" not in build_report(out, notebooks=toy.parent).read_text()
+
+    nb = nbformat.read(toy, as_version=4)
+    nb.cells[1].source += "\n# edited"
+    nbformat.write(nb, toy)
+    assert recorded_state(run_dir, toy.parent) == "stale (notebook changed)"
+    summary = build_report(out, notebooks=toy.parent).read_text()
+    findings = summary[summary.index("## Findings") : summary.index("## 00_toy")]
+    assert "**1 of 1 runs not current** (1 stale (notebook changed))" in findings
+    assert summary.count("runs not current") == 2  # in Findings and at the head of the lesson's section
+
+    (run_dir / "batch.json").unlink()  # a result written outside the batch runner: its version is unknown
+    assert recorded_state(run_dir, toy.parent) == "not recorded"
+    assert "(1 not recorded)" in build_report(out, notebooks=toy.parent).read_text()

@@ -51,6 +51,7 @@ from pathlib import Path
 
 from molft_utils.core.records import REPO_ROOT, config_hash, write_json_atomic
 from molft_utils.runs.identity import (
+    BATCH_FILE,
     code_hash,
     notebook_code_modules,
     notebook_defaults,
@@ -76,7 +77,6 @@ log = logging.getLogger(__name__)
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 REPORT_DIR = REPO_ROOT / "reports"
-BATCH_FILE = "batch.json"
 IDENTITY_DIR = ".identity"
 def discover_notebooks(directory: Path = NOTEBOOK_DIR) -> list[Path]:
     """The numbered notebooks ``NN_*.ipynb`` in ``directory``, in order."""

@@ -24,6 +24,7 @@ __all__ = [
     "notebook_code_modules",
     "notebook_defaults",
     "notebook_source_hash",
+    "recorded_state",
 ]
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -32,6 +33,8 @@ PACKAGE_NAME = (__package__ or __name__).split(".")[0]  # `python -m` runs this 
 #: Modules that only orchestrate runs (never imported by a notebook), as paths relative to :data:`PACKAGE_DIR`;
 #: they do not count in :func:`code_hash`.
 ORCHESTRATION_MODULES = ("runs/batch.py", "runs/cache_jobs.py", "runs/identity.py")
+#: The batch runner's record of a run (its identity and wall time), beside the run's ``result.json``.
+BATCH_FILE = "batch.json"
 
 
 
@@ -170,3 +173,28 @@ def notebook_defaults(path: Path) -> dict[str, object]:
             except ValueError:
                 defaults[node.targets[0].id] = ast.unparse(node.value)
     return defaults
+
+
+def recorded_state(result_dir: Path, notebooks: Path, package: Path | None = None) -> str:
+    """Whether the run that wrote ``result_dir/result.json`` still describes the notebook and code of today.
+
+    Reads the identity the batch runner stored in ``result_dir/batch.json`` and compares its notebook source
+    hash and code hash with those of ``notebooks/<notebook>`` now (parameters are the run's own and do not
+    count). Returns ``"current"``, ``"stale (notebook changed)"``, ``"stale (code changed)"``,
+    ``"stale (notebook missing)"`` or ``"not recorded"`` (no batch record, e.g. a notebook run by hand).
+    """
+    try:
+        record = json.loads((Path(result_dir) / BATCH_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return "not recorded"
+    identity = record.get("identity") if isinstance(record, dict) else None
+    if not isinstance(identity, dict) or "notebook" not in identity:
+        return "stale (code changed)"  # a record from before identities were stored: its hash ignored the code
+    nb = Path(notebooks) / identity["notebook"]
+    if not nb.is_file():
+        return "stale (notebook missing)"
+    if identity.get("notebook_hash") != notebook_source_hash(nb):
+        return "stale (notebook changed)"
+    if identity.get("code_hash") != code_hash(package, files=notebook_code_modules(nb, package)):
+        return "stale (code changed)"
+    return "current"

@@ -56,6 +56,7 @@ from molft_utils.runs.comparisons import (
     paired_table,
     readable,
 )
+from molft_utils.runs.identity import recorded_state
 from molft_utils.runs.report_figures import LESSON_FIGURES, bars_figure, forest_figure
 
 __all__ = [
@@ -104,9 +105,27 @@ LESSONS: dict[str, dict] = {
 }
 
 
-def _findings_line(notebook: str, comps: Sequence[vd.Comparison], n_seeds: int, label: str = "the label") -> str:
+def run_states(records: Sequence[dict], notebooks: Path) -> dict[str, str]:
+    """``result path -> state`` (:func:`~molft_utils.runs.identity.recorded_state`: current, stale (why), ...)."""
+    return {r["path"]: recorded_state(Path(r["path"]).parent, notebooks) for r in records}
+
+
+def state_note(recs: Sequence[dict], states: Mapping[str, str]) -> str:
+    """``""`` when every run of a group is current; else how many are stale or unrecorded, and why."""
+    tally = pd.Series([states.get(r["path"], "not recorded") for r in recs]).value_counts()
+    off = {state: int(n) for state, n in tally.items() if state != "current"}
+    if not off:
+        return ""
+    parts = ", ".join(f"{n} {state}" for state, n in off.items())
+    return (f"**{sum(off.values())} of {len(recs)} runs not current** ({parts}): their numbers may describe an "
+            "older notebook or package code; rerun them before reading them as this version's")
+
+
+def _findings_line(
+    notebook: str, comps: Sequence[vd.Comparison], n_seeds: int, label: str = "the label", note: str = ""
+) -> str:
     question = LESSONS.get(notebook, {}).get("question", "").format(label=label)
-    head = f"- **{notebook}** ({n_seeds} seed{'s' if n_seeds != 1 else ''}). {question} "
+    head = f"- **{notebook}** ({n_seeds} seed{'s' if n_seeds != 1 else ''}{'; ' + note if note else ''}). {question} "
     if not comps:
         return head + "No paired comparison recorded."
 
@@ -163,7 +182,12 @@ def reference_table(records_by_lesson: Mapping[str, Sequence[dict]], data_dir: P
     return markdown_table(pd.DataFrame(rows))
 
 
-def build_report(root: str | Path, out: str | Path | None = None, data_dir: str | Path | None = None) -> Path:
+def build_report(
+    root: str | Path,
+    out: str | Path | None = None,
+    data_dir: str | Path | None = None,
+    notebooks: str | Path | None = None,
+) -> Path:
     """Write ``summary.md`` (and ``figures/``) for every result below ``root``.
 
     Parameters
@@ -174,6 +198,9 @@ def build_report(root: str | Path, out: str | Path | None = None, data_dir: str 
         Output markdown file; default ``root/summary.md``.
     data_dir
         Folder with ``reference_student_report.csv`` (default: ``data/`` beside ``root``).
+    notebooks
+        Folder of the source notebooks the runs are checked against (default: ``notebooks/`` beside ``root``):
+        a run made by an older notebook or older package code is marked as not current.
 
     Returns
     -------
@@ -183,7 +210,9 @@ def build_report(root: str | Path, out: str | Path | None = None, data_dir: str 
     root = Path(root)
     out = Path(out) if out else root / "summary.md"
     data_dir = Path(data_dir) if data_dir else root.resolve().parent / "data"
+    notebooks = Path(notebooks) if notebooks else root.resolve().parent / "notebooks"
     records = [r for r in load_results(root) if "notebook" in r and "metrics" in r]
+    states = run_states(records, notebooks)
     commits = sorted({str(r.get("environment", {}).get("git_commit") or "unknown")[:10] for r in records})
     fig_dir = out.parent / "figures"
     groups = group_records(records)
@@ -213,7 +242,9 @@ def build_report(root: str | Path, out: str | Path | None = None, data_dir: str 
         "convergence is not recorded, and *not decided (n=1)* with a single seed. A run counts as converged "
         "when validation stopped improving for `patience` evaluations at its end (early stopping), or when its "
         f"best validation RMSE of the last {vd.CONVERGENCE_WINDOW} evaluations improved on the best before them "
-        f"by less than {vd.CONVERGENCE_THRESHOLD:.0%}; a shorter run that did not stop early is not converged.",
+        f"by less than {vd.CONVERGENCE_THRESHOLD:.0%}; a shorter run that did not stop early is not converged. "
+        "A lesson whose runs were made by an older version of its notebook or of the package code it runs is "
+        "marked *not current* (`python -m molft_utils.runs.batch --status` lists every run).",
         "",
     ]
     if derived:
@@ -226,7 +257,8 @@ def build_report(root: str | Path, out: str | Path | None = None, data_dir: str 
     for (notebook, _), recs in groups.items():
         n_seeds = len({r["seed"] for r in recs})
         label = dataset_of(recs[0]).get("label_name", "the label")
-        lines.append(_findings_line(notebook, comps_by_group[(notebook, _)], n_seeds, label))
+        note = state_note(recs, states)
+        lines.append(_findings_line(notebook, comps_by_group[(notebook, _)], n_seeds, label, note))
     lines.append("")
     # the published numbers are on Lipophilicity: compare only results on it
     by_lesson = {
@@ -266,6 +298,9 @@ def build_report(root: str | Path, out: str | Path | None = None, data_dir: str 
         lines += [f"## {notebook} · {dataset.get('display_name', dataset.get('name', '?'))}", ""]
         lines += [dataset_line(dataset), ""]
         lines += [f"Configuration: {config_line(group_config(recs[0]))}", f"Seeds: {seeds}.", ""]
+        note = state_note(recs, states)
+        if note:
+            lines += [note + ".", ""]
         comps = comps_by_group[(notebook, ghash)]
         if comps:
             lines += ["Paired comparisons:", "", comparison_markdown(comps), ""]
