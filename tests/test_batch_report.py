@@ -306,3 +306,13 @@ def test_report_marks_runs_made_by_an_older_notebook(toy: Path, tmp_path: Path) 
     (run_dir / "batch.json").unlink()  # a result written outside the batch runner: its version is unknown
     assert recorded_state(run_dir, toy.parent) == "not recorded"
     assert "(1 not recorded)" in build_report(out, notebooks=toy.parent).read_text()
+
+
+def test_a_rerun_removes_the_figures_of_the_run_it_replaces(toy: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    run_dir = out / "00_toy" / "seed=0"
+    run_dir.mkdir(parents=True)
+    (run_dir / "fig3_old_name.png").write_bytes(b"png")
+    (run_dir / "notes.txt").write_text("kept")
+    assert batch.main(["--notebooks", str(toy), "--seeds", "0", "--out", str(out), "--no-report"]) == 0
+    assert not (run_dir / "fig3_old_name.png").exists() and (run_dir / "notes.txt").read_text() == "kept"

@@ -250,6 +250,8 @@ def _execute(spec: RunSpec, kernel: str, timeout: int | None) -> RunOutcome:
     spec.out_dir.mkdir(parents=True, exist_ok=True)
     (spec.out_dir / BATCH_FILE).unlink(missing_ok=True)
     spec.stamp.unlink(missing_ok=True)  # recreated (older than the outputs) only when this run succeeds
+    for old in spec.out_dir.glob("fig[0-9]*.png"):  # an earlier run's figures (numbering may differ) go with it
+        old.unlink()
     started = time.time()
     t0 = time.perf_counter()
     log.info("running %s seed=%d → %s", spec.notebook.name, spec.seed, spec.output_notebook)
