@@ -53,6 +53,7 @@ from molft_utils.core.records import REPO_ROOT, config_hash, write_json_atomic
 from molft_utils.runs.identity import (
     BATCH_FILE,
     code_hash,
+    identity_change,
     notebook_code_modules,
     notebook_defaults,
     notebook_source_hash,
@@ -172,12 +173,7 @@ def rerun_reason(spec: RunSpec) -> str | None:
         return "code changed"  # its hash did not cover the package code
     if config_hash(old) == spec.run_hash:
         return None
-    new = spec.identity
-    if old.get("notebook") != new["notebook"] or old.get("notebook_hash") != new["notebook_hash"]:
-        return "notebook changed"
-    if old.get("code_hash") != new["code_hash"]:
-        return "code changed"
-    return "parameters changed"
+    return identity_change(old, spec.identity) or "parameters changed"
 
 
 def status_table(specs: Sequence[RunSpec]) -> str:

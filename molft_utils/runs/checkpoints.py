@@ -83,7 +83,6 @@ class Checkpoints:
     def __init__(self, root: Path, identity: dict[str, str]) -> None:
         self.root = Path(root)
         self.identity = dict(identity)
-        self.used: set[Path] = set()
         self.hits: list[str] = []
         self.misses: list[str] = []
 
@@ -103,7 +102,6 @@ class Checkpoints:
         """
         key = _plain(key)
         path = self.path_for(stage, key)
-        self.used.add(path)
         if path.is_file():
             stored = json.loads(path.read_text(encoding="utf-8"))
             if stored.get("stage") == stage and stored.get("key") == key and stored.get("identity") == self.identity:
@@ -140,4 +138,3 @@ class Checkpoints:
         """Remove the records once the run has written its result (its numbers are in ``result.json`` now)."""
         if self.root.is_dir():
             shutil.rmtree(self.root)
-        self.used.clear()

@@ -21,6 +21,7 @@ __all__ = [
     "PACKAGE_DIR",
     "PACKAGE_NAME",
     "code_hash",
+    "identity_change",
     "notebook_code_modules",
     "notebook_defaults",
     "notebook_source_hash",
@@ -193,8 +194,17 @@ def recorded_state(result_dir: Path, notebooks: Path, package: Path | None = Non
     nb = Path(notebooks) / identity["notebook"]
     if not nb.is_file():
         return "stale (notebook missing)"
-    if identity.get("notebook_hash") != notebook_source_hash(nb):
-        return "stale (notebook changed)"
-    if identity.get("code_hash") != code_hash(package, files=notebook_code_modules(nb, package)):
-        return "stale (code changed)"
-    return "current"
+    now = {"notebook": nb.name, "notebook_hash": notebook_source_hash(nb),
+           "code_hash": code_hash(package, files=notebook_code_modules(nb, package))}
+    change = identity_change(identity, now)
+    return "current" if change is None else f"stale ({change})"
+
+
+def identity_change(old: dict, new: dict) -> str | None:
+    """``"notebook changed"`` or ``"code changed"`` between two run identities, or None when both agree
+    (parameters are not compared: the caller decides whether they count)."""
+    if old.get("notebook") != new["notebook"] or old.get("notebook_hash") != new["notebook_hash"]:
+        return "notebook changed"
+    if old.get("code_hash") != new["code_hash"]:
+        return "code changed"
+    return None
