@@ -8,10 +8,10 @@ from transformers import RoFormerModel
 
 from molft_utils.models.backbone import RegressionModel, load_backbone
 from molft_utils.pretraining.pretrain import backbone_config
-from molft_utils.training.benchmark import (
+from molft_utils.training.benchmark import format_table
+from molft_utils.training.throughput import (
     ModelShape,
     batch_flops,
-    format_table,
     matmul_rate,
     model_shape,
     roofline_fraction,
@@ -80,7 +80,7 @@ def test_update_readme_replaces_only_the_marked_block(tmp_path):
 
 
 def test_profile_of_a_training_step_sums_to_one_and_names_the_matmuls():
-    from molft_utils.training.benchmark import OP_KINDS, profile_training_step
+    from molft_utils.training.throughput import OP_KINDS, profile_training_step
 
     cfg = backbone_config(698, layers=1, hidden=32, heads=2, intermediate=64)
     tokenizer = load_backbone()[1]

@@ -18,7 +18,7 @@ import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 
 from molft_utils.runs.batch import discover_notebooks
-from molft_utils.teaching.student import annotate, nbgrader_problems
+from molft_utils.teaching.grading import annotate, nbgrader_problems
 
 NOTEBOOKS = discover_notebooks()
 LESSON = NOTEBOOKS[0]  # 01: the cheapest in smoke mode (02-05 first train 01's models)

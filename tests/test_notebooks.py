@@ -10,7 +10,7 @@ import pytest
 
 from molft_utils.runs.batch import discover_notebooks
 from molft_utils.runs.finetune import RECIPE
-from molft_utils.teaching.student import count_exercises
+from molft_utils.teaching.markup import count_exercises
 
 NOTEBOOKS = discover_notebooks()
 REQUIRED_PARAMETERS = {"seed", "model", "smoke", "out_dir", "dataset", "smiles_col", "label_col"}

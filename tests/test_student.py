@@ -1,4 +1,4 @@
-"""Tests for molft_utils.teaching.student (student-edition generator, nbgrader-style markup)."""
+"""Tests for molft_utils.teaching (student-edition generator, its markup, nbgrader metadata)."""
 
 from __future__ import annotations
 
@@ -6,16 +6,9 @@ import nbformat
 import pytest
 from nbformat import v4
 
-from molft_utils.teaching.student import (
-    SolutionMarkupError,
-    annotate,
-    build_release,
-    count_exercises,
-    generate,
-    main,
-    make_student_notebook,
-    nbgrader_problems,
-)
+from molft_utils.teaching.grading import annotate, nbgrader_problems
+from molft_utils.teaching.markup import SolutionMarkupError, count_exercises
+from molft_utils.teaching.student import build_release, generate, main, make_student_notebook
 
 SOLUTION_LINES = ["    total = sum(values)", "    return total / len(values)"]
 

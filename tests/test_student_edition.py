@@ -11,7 +11,8 @@ import pytest
 from nbclient import NotebookClient
 
 from molft_utils.runs.batch import discover_notebooks
-from molft_utils.teaching.student import BEGIN, CHECK_TAG, END, count_exercises, generate
+from molft_utils.teaching.markup import BEGIN, CHECK_TAG, END, count_exercises
+from molft_utils.teaching.student import generate
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = discover_notebooks()

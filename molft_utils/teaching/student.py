@@ -21,13 +21,10 @@ drops widget state and execution timing metadata. Unbalanced or nested markers r
 for students and staff. Output is deterministic (``nbformat.write`` sorts keys; no timestamps), so
 regenerating gives byte-identical files and the diff of ``assignments/`` shows only real changes.
 
-**nbgrader metadata.** :func:`annotate` writes nbgrader's cell metadata (``metadata.nbgrader``, schema 3)
-into the source notebooks, so that staff can also run the real ``nbgrader generate_assignment`` and
-``nbgrader autograde`` on them (``tests/test_nbgrader.py`` does, on lesson 01): code cells with solution
-markup become *solution* cells, ``check`` cells become *autograded test* cells (``points``, locked), markdown
-cells tagged ``answer`` become *manually graded answers* (the source holds the staff's model answer; students
-get ``YOUR ANSWER HERE``) and cells tagged ``locked`` become read-only. Existing ``grade_id`` and ``points``
-are kept, so annotating is idempotent: ``python -m molft_utils.teaching.student --annotate notebooks``.
+**nbgrader metadata**: :mod:`molft_utils.teaching.grading` writes nbgrader's cell metadata into the source
+notebooks from the same markup (:mod:`molft_utils.teaching.markup`), so that staff can also run the real
+``nbgrader generate_assignment`` and ``nbgrader autograde`` on them:
+``python -m molft_utils.teaching.student --annotate notebooks``.
 
 **Student release.** :func:`build_release` writes a self-contained folder: the student notebooks in
 ``notebooks/``, the ``molft_utils`` package, the vendored ``data/``, the setup files (``pyproject.toml``,
@@ -44,9 +41,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import logging
-import re
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -54,131 +49,27 @@ from pathlib import Path
 import nbformat
 from nbformat import NotebookNode
 
-__all__ = [
-    "ANSWER_TAG",
-    "BEGIN",
-    "CHECK_TAG",
-    "END",
-    "EXERCISE_TAG",
-    "HINT",
-    "NOTEBOOK_GLOB",
-    "LOCKED_TAG",
-    "SolutionMarkupError",
-    "annotate",
-    "build_release",
-    "count_exercises",
-    "generate",
-    "nbgrader_problems",
-    "main",
-    "make_student_notebook",
-    "stub_cell_source",
-]
+from molft_utils.teaching.grading import annotate_folder
+from molft_utils.teaching.markup import (
+    ANSWER_PLACEHOLDER,
+    ANSWER_TAG,
+    CHECK_TAG,
+    EXERCISE_TAG,
+    LOCKED_TAG,
+    NOTEBOOK_GLOB,
+    SolutionMarkupError,
+    cell_tags,
+    count_exercises,
+    line_marker,
+    stub_cell_source,
+)
+
+__all__ = ["RELEASE_COPY", "build_release", "generate", "main", "make_student_notebook"]
 
 logger = logging.getLogger(__name__)
 
-BEGIN = "### BEGIN SOLUTION"
-END = "### END SOLUTION"
-HINT = "### HINT:"
-CHECK_TAG = "check"
-EXERCISE_TAG = "exercise"
-ANSWER_TAG = "answer"
-LOCKED_TAG = "locked"
-ANSWER_PLACEHOLDER = "YOUR ANSWER HERE"
-#: points of an autograded check cell / a manually graded answer when the metadata gives none
-DEFAULT_CHECK_POINTS = 1
-DEFAULT_ANSWER_POINTS = 2
-NBGRADER_SCHEMA = 3
-NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
-DEFAULT_HINT = "complete this code"
-#: A generated stub line (used to count exercises in a student edition).
-_STUB_RE = re.compile(r"^\s*raise NotImplementedError\(\"Exercise: ")
 _WIDGET_KEYS = ("widgets",)
 _CELL_VOLATILE_KEYS = ("execution", "widgets", "ExecuteTime")
-
-
-class SolutionMarkupError(ValueError):
-    """Malformed solution markup (unbalanced or nested markers, stray hint, markers outside code cells)."""
-
-
-def _marker(line: str) -> str | None:
-    """Return ``"begin"``, ``"end"``, ``"hint"`` or ``None`` for a source line."""
-    text = line.strip()
-    if text == BEGIN:
-        return "begin"
-    if text == END:
-        return "end"
-    if text.startswith(HINT):
-        return "hint"
-    return None
-
-
-def _stub(indent: str, hint: str | None) -> str:
-    message = f"Exercise: {hint or DEFAULT_HINT}"
-    # a JSON string literal is also a valid Python string literal (double quotes, same escapes)
-    return f"{indent}raise NotImplementedError({json.dumps(message, ensure_ascii=False)})"
-
-
-def stub_cell_source(source: str, where: str = "<cell>") -> tuple[str, int]:
-    """Replace the solution regions of one code cell's source by stubs.
-
-    Parameters
-    ----------
-    source
-        Cell source.
-    where
-        Description used in error messages (notebook name and cell index).
-
-    Returns
-    -------
-    (new_source, n_regions)
-        The student source and the number of regions replaced.
-
-    Raises
-    ------
-    SolutionMarkupError
-        On ``END`` without ``BEGIN``, nested ``BEGIN``, ``BEGIN`` without ``END``, or a ``HINT`` line that is
-        not directly followed by ``BEGIN``.
-    """
-    lines = source.split("\n")
-    out: list[str] = []
-    n_regions = 0
-    inside_since: int | None = None
-    pending_hint: tuple[int, str] | None = None
-    for lineno, line in enumerate(lines, start=1):
-        kind = _marker(line)
-        if pending_hint is not None and kind != "begin":
-            raise SolutionMarkupError(
-                f"{where}, line {pending_hint[0]}: '{HINT}' must be directly followed by '{BEGIN}'"
-            )
-        if kind == "hint":
-            if inside_since is None:
-                pending_hint = (lineno, line.strip()[len(HINT) :].strip())
-            continue  # hints inside a region are part of the solution and dropped with it
-        if kind == "begin":
-            if inside_since is not None:
-                raise SolutionMarkupError(
-                    f"{where}, line {lineno}: nested '{BEGIN}' (region opened on line {inside_since} is not closed)"
-                )
-            indent = line[: len(line) - len(line.lstrip())]
-            out.append(_stub(indent, pending_hint[1] if pending_hint else None))
-            pending_hint = None
-            inside_since = lineno
-            n_regions += 1
-        elif kind == "end":
-            if inside_since is None:
-                raise SolutionMarkupError(f"{where}, line {lineno}: '{END}' without a matching '{BEGIN}'")
-            inside_since = None
-        elif inside_since is None:
-            out.append(line)
-    if pending_hint is not None:
-        raise SolutionMarkupError(f"{where}, line {pending_hint[0]}: '{HINT}' must be directly followed by '{BEGIN}'")
-    if inside_since is not None:
-        raise SolutionMarkupError(f"{where}, line {inside_since}: '{BEGIN}' without a matching '{END}'")
-    return "\n".join(out), n_regions
-
-
-def _tags(cell: NotebookNode) -> list[str]:
-    return list(cell.get("metadata", {}).get("tags", []))
 
 
 def make_student_notebook(nb: NotebookNode, name: str = "<notebook>") -> NotebookNode:
@@ -211,17 +102,17 @@ def make_student_notebook(nb: NotebookNode, name: str = "<notebook>") -> Noteboo
         for key in _CELL_VOLATILE_KEYS:
             cell.metadata.pop(key, None)
         if cell.cell_type != "code":
-            if any(_marker(line) in ("begin", "end") for line in cell.source.split("\n")):
+            if any(line_marker(line) in ("begin", "end") for line in cell.source.split("\n")):
                 raise SolutionMarkupError(
                     f"{where}: solution markers in a {cell.cell_type} cell (only code cells are supported)"
                 )
-            if ANSWER_TAG in _tags(cell) or cell.metadata.get("nbgrader", {}).get("solution"):
+            if ANSWER_TAG in cell_tags(cell) or cell.metadata.get("nbgrader", {}).get("solution"):
                 cell.source = ANSWER_PLACEHOLDER  # the source holds the staff's model answer
             continue
         cell.outputs = []
         cell.execution_count = None
         new_source, n_regions = stub_cell_source(cell.source, where)
-        tags = _tags(cell)
+        tags = cell_tags(cell)
         if n_regions:
             cell.source = new_source
             if EXERCISE_TAG not in tags:
@@ -232,106 +123,6 @@ def make_student_notebook(nb: NotebookNode, name: str = "<notebook>") -> Noteboo
         if tags:
             cell.metadata["tags"] = tags
     return student
-
-
-def _nbgrader(cell: NotebookNode, grade_id: str, *, solution: bool, grade: bool, locked: bool,
-              points: int | None) -> dict:
-    old = cell.metadata.get("nbgrader", {})
-    meta = {
-        "grade": grade,
-        "grade_id": old.get("grade_id", grade_id),
-        "locked": locked,
-        "schema_version": NBGRADER_SCHEMA,
-        "solution": solution,
-        "task": False,
-    }
-    if grade:
-        meta["points"] = old.get("points", points)
-    return meta
-
-
-def annotate(nb: NotebookNode, stem: str) -> NotebookNode:
-    """Copy of a solution notebook with nbgrader cell metadata derived from the markup and the tags.
-
-    Parameters
-    ----------
-    nb
-        Solution notebook.
-    stem
-        Notebook stem; new ``grade_id`` values are ``<stem>-exercise-<n>``, ``<stem>-check-<n>``,
-        ``<stem>-answer-<n>`` and ``<stem>-locked-<n>`` (numbered in cell order).
-
-    Returns
-    -------
-    NotebookNode
-        The annotated copy. Cells that are none of the four kinds lose any stale ``nbgrader`` metadata.
-        Existing ``grade_id`` and ``points`` are kept (idempotent).
-    """
-    out = copy.deepcopy(nb)
-    counters = {"exercise": 0, "check": 0, "answer": 0, "locked": 0}
-
-    def next_id(kind: str) -> str:
-        counters[kind] += 1
-        return f"{stem}-{kind}-{counters[kind]}"
-
-    for i, cell in enumerate(out.cells):
-        tags = _tags(cell)
-        if cell.cell_type == "code" and stub_cell_source(cell.source, f"{stem}: cell {i}")[1]:
-            meta = _nbgrader(cell, next_id("exercise"), solution=True, grade=False, locked=False, points=None)
-        elif cell.cell_type == "code" and CHECK_TAG in tags:
-            meta = _nbgrader(cell, next_id("check"), solution=False, grade=True, locked=True,
-                             points=DEFAULT_CHECK_POINTS)
-        elif cell.cell_type == "markdown" and ANSWER_TAG in tags:
-            meta = _nbgrader(cell, next_id("answer"), solution=True, grade=True, locked=False,
-                             points=DEFAULT_ANSWER_POINTS)
-        elif LOCKED_TAG in tags:
-            meta = _nbgrader(cell, next_id("locked"), solution=False, grade=False, locked=True, points=None)
-        else:
-            cell.metadata.pop("nbgrader", None)
-            continue
-        cell.metadata["nbgrader"] = meta
-    return out
-
-
-def nbgrader_problems(nb: NotebookNode, name: str = "<notebook>") -> list[str]:
-    """What keeps a source notebook from working with nbgrader (empty list: nothing).
-
-    Checks that every solution region sits in a cell marked as an nbgrader solution, every ``check`` cell is
-    an autograded test with positive points, every ``answer`` cell a graded solution, and that ``grade_id``
-    values are unique.
-    """
-    problems: list[str] = []
-    seen: dict[str, int] = {}
-    for i, cell in enumerate(nb.cells):
-        meta = cell.metadata.get("nbgrader", {})
-        tags = _tags(cell)
-        where = f"{name}: cell {i}"
-        if cell.cell_type == "code" and stub_cell_source(cell.source, where)[1] and not meta.get("solution"):
-            problems.append(f"{where}: solution markup but no nbgrader solution metadata")
-        if CHECK_TAG in tags and not (meta.get("grade") and not meta.get("solution") and meta.get("points", 0) > 0):
-            problems.append(f"{where}: check cell is not an autograded test with points")
-        if ANSWER_TAG in tags and not (meta.get("grade") and meta.get("solution")):
-            problems.append(f"{where}: answer cell is not a graded solution")
-        if meta:
-            gid = meta.get("grade_id", "")
-            if gid in seen:
-                problems.append(f"{where}: grade_id {gid!r} repeats cell {seen[gid]}")
-            seen[gid] = i
-    return problems
-
-
-def count_exercises(nb: NotebookNode) -> int:
-    """Number of exercises: solution regions in a solution notebook, stubs in a student notebook.
-
-    Counting both kinds makes ``count_exercises(solution) == count_exercises(make_student_notebook(solution))``.
-    """
-    total = 0
-    for i, cell in enumerate(nb.cells):
-        if cell.cell_type != "code":
-            continue
-        _, n_regions = stub_cell_source(cell.source, f"cell {i}")
-        total += n_regions + sum(bool(_STUB_RE.match(line)) for line in cell.source.split("\n"))
-    return total
 
 
 _README = """\
@@ -482,19 +273,6 @@ def build_release(src_dir: Path, out_dir: Path, repo_root: Path | None = None) -
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, dest)
     return [*written, target]
-
-
-def annotate_folder(src_dir: Path) -> list[Path]:
-    """Rewrite every ``NN_*.ipynb`` in ``src_dir`` with :func:`annotate`; return the files that changed."""
-    changed = []
-    for path in sorted(Path(src_dir).glob(NOTEBOOK_GLOB)):
-        nb = nbformat.read(path, as_version=4)
-        new = annotate(nb, path.stem[:2])
-        if new != nb:
-            with path.open("w", encoding="utf-8", newline="\n") as fh:
-                nbformat.write(new, fh)
-            changed.append(path)
-    return changed
 
 
 def main(argv: Sequence[str] | None = None) -> int:
