@@ -318,3 +318,19 @@ def test_a_rerun_removes_the_figures_of_the_run_it_replaces(toy: Path, tmp_path:
     (run_dir / "notes.txt").write_text("kept")
     assert batch.main(["--notebooks", str(toy), "--seeds", "0", "--out", str(out), "--no-report"]) == 0
     assert not (run_dir / "fig3_old_name.png").exists() and (run_dir / "notes.txt").read_text() == "kept"
+
+
+def test_seeds_group_together_when_a_nested_setting_repeats_the_seed(tmp_path: Path) -> None:
+    # lesson 02 records its retrain configuration, whose training seed is the run's seed
+    for seed in (0, 1):
+        config = {"seed": seed, "k": 20, "retrain_config": {"seed": seed, "epochs": 30}}
+        metrics = {"good": {"rmse": 0.5 + 0.01 * seed}, "reference": {"rmse": 0.6}}
+        write_result(tmp_path / f"02_x/seed={seed}", "02_x", seed, config, metrics,
+                     extra={"paired_reference": "reference"})
+    text = build_report(tmp_path).read_text()
+    assert "Seeds: [0, 1]." in text and "Seeds: [0]." not in text
+    # a nested setting that differs for another reason still separates the runs
+    write_result(tmp_path / "02_x/seed=2", "02_x", 2, {"seed": 2, "k": 20, "retrain_config": {"seed": 2, "epochs": 5}},
+                 {"good": {"rmse": 0.5}, "reference": {"rmse": 0.6}}, extra={"paired_reference": "reference"})
+    text = build_report(tmp_path).read_text()
+    assert "Seeds: [0, 1]." in text and "Seeds: [2]." in text
