@@ -334,3 +334,41 @@ def test_seeds_group_together_when_a_nested_setting_repeats_the_seed(tmp_path: P
                  {"good": {"rmse": 0.5}, "reference": {"rmse": 0.6}}, extra={"paired_reference": "reference"})
     text = build_report(tmp_path).read_text()
     assert "Seeds: [0, 1]." in text and "Seeds: [2]." in text
+
+
+def test_reference_rows_name_methods_that_the_committed_results_record():
+    """Each published number of the student report is set beside one of our methods by name: that name must be a
+    method key of the lesson's committed full-size results (a renamed method would otherwise show '–')."""
+    root = Path(__file__).resolve().parents[1]
+    ref = pd.read_csv(root / "data" / "reference_student_report.csv", comment="#")
+    for row in ref.itertuples(index=False):
+        results = sorted((root / "reports" / row.lesson).glob("seed=*/result.json"))
+        if not results:
+            pytest.skip(f"no committed results of {row.lesson}")
+        keys = set().union(*(json.loads(p.read_text())["metrics"] for p in results))
+        assert row.our_method in keys, f"{row.lesson}: {row.our_method!r} is not a method of its results"
+
+
+def test_report_removes_figures_of_configurations_it_no_longer_shows(tmp_path: Path) -> None:
+    import shutil
+
+    conv = {"converged": True, "reason": "stopped early"}
+
+    def results(scale: float) -> None:
+        for seed in (0, 1):
+            metrics = {"A": {"rmse": 0.5 * scale + 0.01 * seed}, "B": {"rmse": 0.7 * scale}}
+            extra = {"paired_reference": "B", "convergence": {"A": conv, "B": conv}}
+            write_result(tmp_path / "runs" / f"seed={seed}", "00_toy", seed, {"seed": seed, "scale": scale}, metrics,
+                         extra=extra)  # fmt: skip
+
+    results(1.0)
+    build_report(tmp_path)
+    first = {p.name for p in (tmp_path / "figures").glob("00_toy_*.png")}
+    (tmp_path / "figures" / "notes.png").write_bytes(b"not a lesson figure")
+    shutil.rmtree(tmp_path / "runs")
+    results(2.0)  # another configuration: another group hash, other figure names
+    text = build_report(tmp_path).read_text()
+    now = {p.name for p in (tmp_path / "figures").glob("00_toy_*.png")}
+    assert first and now and not first & now
+    assert all(f"figures/{name}" in text for name in now)
+    assert (tmp_path / "figures" / "notes.png").is_file()

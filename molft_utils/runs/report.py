@@ -199,6 +199,15 @@ def reference_table(records_by_lesson: Mapping[str, Sequence[dict]], data_dir: P
     return markdown_table(pd.DataFrame(rows))
 
 
+def _remove_unlinked_figures(fig_dir: Path, linked: set[Path]) -> None:
+    """Delete the lesson figures (``NN_<notebook>_<config hash>_*.png``) of ``fig_dir`` that the summary just
+    written does not link: figures of configurations whose results are gone would otherwise pile up beside it."""
+    for path in sorted(fig_dir.glob("[0-9][0-9]_*.png")) if fig_dir.is_dir() else []:
+        if path not in linked:
+            path.unlink()
+            log.info("removed %s (no longer in the summary)", path)
+
+
 def build_report(
     root: str | Path,
     out: str | Path | None = None,
@@ -232,6 +241,7 @@ def build_report(
     states = run_states(records, notebooks)
     commits = sorted({str(r.get("environment", {}).get("git_commit") or "unknown")[:10] for r in records})
     fig_dir = out.parent / "figures"
+    figures: set[Path] = set()  # every figure this summary links; older ones in fig_dir are removed at the end
     groups = group_records(records)
     comps_by_group = {key: lesson_comparisons(recs) for key, recs in groups.items()}
     derived = any(
@@ -323,6 +333,7 @@ def build_report(
             lines += ["Paired comparisons:", "", comparison_markdown(comps), ""]
             fpath = fig_dir / f"{notebook}_{ghash}_forest.png"
             if forest_figure(comps, fpath, f"{title}: paired differences"):
+                figures.add(fpath)
                 lines += [f"![{notebook} paired differences]({fpath.relative_to(out.parent)})", ""]
         table = method_table(recs)
         lines += ["Per method:", "", markdown_table(table), ""]
@@ -331,6 +342,7 @@ def build_report(
         drawn = fig_fn(recs, fpath, f"{title}: {kind}", unit=error_unit(dataset))
         # a figure function returns whether it drew ``fpath``, or the list of figures it drew
         for drawn_path in drawn if isinstance(drawn, list) else [fpath] if drawn else []:
+            figures.add(drawn_path)
             lines += [f"![{notebook} {kind}]({drawn_path.relative_to(out.parent)})", ""]
         diag = diagnostics_table(recs)
         if not diag.empty:
@@ -342,6 +354,7 @@ def build_report(
         lines += [f"Executed notebooks: {runs}", ""]
     out.write_text("\n".join(lines))
     log.info("wrote %s (%d records)", out, len(records))
+    _remove_unlinked_figures(fig_dir, figures)
     return out
 
 
