@@ -372,3 +372,11 @@ def test_report_removes_figures_of_configurations_it_no_longer_shows(tmp_path: P
     assert first and now and not first & now
     assert all(f"figures/{name}" in text for name in now)
     assert (tmp_path / "figures" / "notes.png").is_file()
+
+
+def test_versus_names_only_what_differs_in_the_reference():
+    from molft_utils.runs.report_figures import versus
+
+    a = "regime=B|strategy=kmeans|n=400|learner=rf"
+    assert versus(a, "regime=B|strategy=random|n=400|learner=rf") == "random"
+    assert versus(a, "regime=B|strategy=none|n=0|learner=rf") == "none, n = 0"

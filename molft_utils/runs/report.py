@@ -57,7 +57,7 @@ from molft_utils.runs.comparisons import (
     readable,
 )
 from molft_utils.runs.identity import recorded_state
-from molft_utils.runs.report_figures import LESSON_FIGURES, bars_figure, forest_figure
+from molft_utils.runs.report_figures import LESSON_FIGURES, bars_figure, forest_figure, versus
 
 __all__ = [
     "LESSONS",
@@ -159,7 +159,8 @@ def _findings_line(
         )
         return head + "Verdicts: " + items + "."
     decided = [c for c in comps if c.verdict in (vd.BETTER, vd.WORSE)]
-    extra = "; ".join(f"{readable(c.method)}: *{c.verdict}*" for c in decided)
+    # many comparisons: name each decided one by its method and what differs in its reference ("vs random")
+    extra = "; ".join(f"{readable(c.method)} vs {versus(c.method, c.reference)}: *{c.verdict}*" for c in decided)
     return (
         head
         + f"{len(comps)} comparisons — verdicts: {counts([c.verdict for c in comps])} ({alone})"

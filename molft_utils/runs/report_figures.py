@@ -53,7 +53,7 @@ def _save(fig, path: Path) -> None:
 VERDICT_COLOURS = {vd.BETTER: "#2a9d4b", vd.WORSE: "#c0392b", vd.SAME: "#4c72b0"}
 
 
-def _versus(method: str, reference: str) -> str:
+def versus(method: str, reference: str) -> str:
     """What differs between a method key and its reference key (``Full FT`` for a pattern reference)."""
     a, b = split_method(method), split_method(reference)
     diff = {k: v for k, v in b.items() if a.get(k) != v}
@@ -91,9 +91,9 @@ def forest_figure(comps: Sequence[vd.Comparison], path: Path, title: str) -> boo
             ax.scatter(list(c.diffs.values()), np.full(c.n, i), color="k", s=6, zorder=3, alpha=0.6)
     ax.axvline(0, color="k", lw=0.8)
     ax.set_xlim(-limit, limit)
-    refs = {_versus(c.method, c.reference) for c in comps}
+    refs = {versus(c.method, c.reference) for c in comps}
     labels = [
-        readable(c.method) + ("" if len(refs) == 1 else f"  (vs {_versus(c.method, c.reference)})") for c in comps
+        readable(c.method) + ("" if len(refs) == 1 else f"  (vs {versus(c.method, c.reference)})") for c in comps
     ]
     ax.set_yticks(np.arange(len(comps)), labels, fontsize=8)
     ax.invert_yaxis()
