@@ -18,7 +18,7 @@ from molft_utils.methods.selection_study import learning_curve_figure, parse_met
 from molft_utils.runs import verdicts as vd
 from molft_utils.runs.comparisons import DERIVED_05, METRIC_NAMES, natural_key, readable, split_method
 
-__all__ = ["LESSON_FIGURES", "VERDICT_COLOURS", "bars_figure", "forest_figure"]
+__all__ = ["LESSON_FIGURES", "VERDICT_COLOURS", "bars_figure", "forest_figure", "spread_labels"]
 
 
 def _plt() -> SimpleNamespace:
@@ -28,11 +28,13 @@ def _plt() -> SimpleNamespace:
     switches the process's global backend nor leaves figures open in a notebook that calls it.
     """
     import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
     def subplots(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float] | None = None, **kwargs):
         fig = Figure(figsize=figsize)
+        FigureCanvasAgg(fig)  # its own Agg canvas: a renderer to measure text with, and savefig
         return fig, fig.subplots(nrows, ncols, **kwargs)
 
     return SimpleNamespace(
@@ -41,6 +43,33 @@ def _plt() -> SimpleNamespace:
         Line2D=Line2D,
         get_cmap=lambda name: matplotlib.colormaps[name],
     )
+
+
+def spread_labels(fig, labels: Sequence, step_px: float = 1.0, max_moves: int = 40) -> int:
+    """Move point labels (``ax.annotate`` texts) vertically until no two overlap; how many moves it took.
+
+    Labels are taken from the lowest point up; a label that overlaps one already placed is shifted up by the
+    overlap plus ``step_px`` (in display pixels, through its offset in points), at most ``max_moves`` times in all.
+    Points that share an x position and a similar value (LoRA, DoRA and AdaLoRA in lesson 04) stay readable.
+    """
+    if len(labels) < 2:
+        return 0
+    renderer = fig.canvas.get_renderer()
+    points_per_px = 72.0 / fig.dpi
+    placed, moves = [], 0
+    for text in sorted(labels, key=lambda t: t.xy[1]):
+        box = text.get_window_extent(renderer)
+        while moves < max_moves:
+            hit = next((b for b in placed if b.overlaps(box)), None)
+            if hit is None:
+                break
+            dy = hit.y1 - box.y0 + step_px
+            x_off, y_off = text.get_position()
+            text.set_position((x_off, y_off + dy * points_per_px))
+            box = text.get_window_extent(renderer)
+            moves += 1
+        placed.append(box)
+    return moves
 
 
 def _save(fig, path: Path) -> None:
@@ -250,6 +279,7 @@ def _pareto_figure(records: Sequence[dict], path: Path, title: str, unit: str = 
         return False
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    labels = []
     for x, y, sd, m in pts:
         if "recipe" in m:  # the lesson-01 recipe's full fine-tune: a reference, not a method of the lesson
             style, label = {"fmt": "s", "color": "#888888", "ms": 6}, "full, lesson-01 recipe"
@@ -258,8 +288,8 @@ def _pareto_figure(records: Sequence[dict], path: Path, title: str, unit: str = 
         else:
             style, label = {"fmt": "o", "color": "#4c72b0", "ms": 6}, m
         ax.errorbar(x, y, yerr=sd, capsize=3, **style)
-        ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, 4),
-                    fontsize=7 if m.startswith("lora r") else 8)  # fmt: skip
+        labels.append(ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, 4),
+                                  fontsize=7 if m.startswith("lora r") else 8))  # fmt: skip
     front, best = [], float("inf")
     for x, y, _, _m in sorted(p for p in pts if "recipe" not in p[3]):
         if y < best:
@@ -276,6 +306,8 @@ def _pareto_figure(records: Sequence[dict], path: Path, title: str, unit: str = 
     ax.set_xlabel("trainable parameters (head included, log scale)")
     ax.set_ylabel(f"test RMSE ({unit}); mean ± std over seeds")
     ax.set_title(title, fontsize=10)
+    fig.tight_layout()  # final axes geometry first: the label boxes are measured in display pixels
+    spread_labels(fig, labels)
     _save(fig, path)
     return True
 
