@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from nbformat import v4
 
+from molft_utils.core.machine import machine_info
 from molft_utils.core.records import write_result
 from molft_utils.runs import batch
 from molft_utils.runs.report import build_report, markdown_table, method_table, paired_table
@@ -89,6 +90,10 @@ def test_batch_failure_resume_and_report(toy: Path, tmp_path: Path) -> None:
     assert done == {0: True, 1: False, 2: True}
     log = json.loads((out / "batch_log.json").read_text())
     assert sorted(r["status"] for r in log["runs"]) == ["done", "done", "failed"]
+
+    # each finished run records the machine it ran on beside its wall time (times compare only on one kind)
+    record = json.loads((out / "00_toy" / "fail_on_seed=1" / "seed=0" / "batch.json").read_text())
+    assert record["seconds"] > 0 and record["machine"] == machine_info()
 
     # started again: completed runs are skipped (their notebook is not executed a second time)
     assert batch.main(argv) == 1

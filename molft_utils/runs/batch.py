@@ -49,6 +49,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from molft_utils.core.machine import machine_info
 from molft_utils.core.records import REPO_ROOT, config_hash, write_json_atomic
 from molft_utils.runs.identity import (
     BATCH_FILE,
@@ -277,6 +278,7 @@ def _execute(spec: RunSpec, kernel: str, timeout: int | None) -> RunOutcome:
         "parameters": spec.parameters,
         "seconds": seconds,
         "notebook": spec.notebook.name,
+        "machine": machine_info(),
     }
     write_json_atomic(spec.out_dir / BATCH_FILE, record)
     write_stamp(spec, started)

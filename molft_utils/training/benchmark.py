@@ -25,13 +25,13 @@ import argparse
 import datetime as dt
 import logging
 import os
-import platform
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from molft_utils.core.device import get_device
+from molft_utils.core.machine import cpu_name, machine_info
 from molft_utils.core.records import REPO_ROOT, environment_info, write_json_atomic
 from molft_utils.data.loading import load_lipophilicity
 from molft_utils.models.backbone import RegressionModel, load_backbone
@@ -58,16 +58,6 @@ log = logging.getLogger(__name__)
 
 OUT = REPO_ROOT / "reports" / "benchmark" / "throughput.json"
 SCHEMA = 2
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 _DTYPES = {"bf16": torch.bfloat16, "no": torch.float32}
@@ -140,7 +130,8 @@ def run_benchmark(
         "model": model_name or "default",
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
+        "machine": machine_info(),
         "torch": torch.__version__,
         "device": str(get_device()),
         "steps": steps,
