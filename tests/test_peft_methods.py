@@ -396,3 +396,21 @@ def test_a_new_peft_method_is_one_registration(tokenizer, monkeypatch):
     with pytest.raises(TypeError, match="head-only needs HeadOnlySettings"):
         pm.prepare(RegressionModel(_tiny_roformer(tokenizer)), "head-only", LoraSettings())
     assert pm.METHODS == ("full", "bitfit", "lora", "ia3", "adalora", "dora")
+
+
+@pytest.mark.parametrize("method", ["lora", "dora", "adalora"])
+def test_adapter_dropout_follows_the_models_fast_path(tokenizer, method):
+    """peft's lora_dropout modules draw masks like the rest of the fast model (same p); eager models keep torch's."""
+    from molft_utils.models.backbone import FastDropout
+
+    fast = prepare(RegressionModel(_tiny_roformer(tokenizer)), method, total_steps=10).model
+    lora_dropouts = [m for n, m in fast.backbone.named_modules() if "lora_dropout" in n and isinstance(m, nn.Dropout)]
+    assert lora_dropouts and all(type(m) is FastDropout for m in lora_dropouts)
+    assert {m.p for m in lora_dropouts} == {LoraSettings().dropout}
+    assert not any(type(m) is nn.Dropout for m in fast.backbone.modules())  # every dropout drawn the fast way
+    eager = prepare(RegressionModel(_tiny_roformer(tokenizer), fast=False), method, total_steps=10).model
+    assert not any(isinstance(m, FastDropout) for m in eager.backbone.modules())
+    # dropout in training mode still drops about p of the activations
+    layer = lora_dropouts[0].train()
+    x = torch.ones(200_000)
+    assert abs((layer(x) == 0).float().mean().item() - layer.p) < 0.01
