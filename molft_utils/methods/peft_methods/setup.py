@@ -341,8 +341,8 @@ def prepare(
     targets = spec.setup(model, settings, hooks, total_steps)
     if fast:
         # peft adds plain nn.Dropout modules (lora_dropout: three per layer for LoRA, DoRA and AdaLoRA); their
-        # bernoulli_ masks took 16 % of a LoRA training step (torch.profiler, fp32, 2 threads) and LoRA's step as
-        # long as full fine-tuning's. The model's fast path draws them like its other dropout (same p).
+        # bernoulli_ masks took 16 % of a LoRA training step (torch.profiler, fp32, 2 threads) and made LoRA's step
+        # as long as full fine-tuning's. The model's fast path draws them like its other dropout (same p).
         speed_up_backbone(model.backbone, attention="eager", dropout="fast")
 
     chosen = hooks.trainable(model)
