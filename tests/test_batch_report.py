@@ -385,3 +385,17 @@ def test_versus_names_only_what_differs_in_the_reference():
     a = "regime=B|strategy=kmeans|n=400|learner=rf"
     assert versus(a, "regime=B|strategy=random|n=400|learner=rf") == "random"
     assert versus(a, "regime=B|strategy=none|n=0|learner=rf") == "none, n = 0"
+
+
+def test_notebooks_are_named_by_file_name_or_number(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    for name in ("01_first", "02_second"):
+        nbformat.write(v4.new_notebook(), tmp_path / f"{name}.ipynb")
+    first, second = tmp_path / "01_first.ipynb", tmp_path / "02_second.ipynb"
+    assert batch.resolve_notebooks(["02", "01_first", "1", str(second)], tmp_path) == [second, first, first, second]
+    with pytest.raises(ValueError, match=r"--notebooks 03: is neither .* one of: 01_first, 02_second"):
+        batch.resolve_notebooks(["03"], tmp_path)
+    with pytest.raises(ValueError, match="no such notebook file"):
+        batch.resolve_notebooks([str(tmp_path / "09_missing.ipynb")], tmp_path)
+    # the command line reports the problem in one line and fails, instead of a traceback
+    assert batch.main(["--notebooks", "no_such_lesson", "--status"]) == 1
+    assert "no_such_lesson: is neither a .ipynb file nor a numbered notebook" in caplog.text

@@ -5,6 +5,7 @@
     python -m molft_utils.runs.batch                       # every notebook, seeds 0 1 2, then the report
     python -m molft_utils.runs.batch --notebooks notebooks/01_finetune_and_mlm.ipynb --seeds 0 -p epochs=5
     python -m molft_utils.runs.batch --smoke --out /tmp/smoke-reports
+    python -m molft_utils.runs.batch --notebooks 01 04 --seeds 1   # notebooks by number (or name, or file)
     python -m molft_utils.runs.batch --status                    # which results in reports/ are current, which stale
 
 Each (notebook, seed) run is executed into ``<out>/<notebook>/seed=<s>/<notebook>.ipynb`` (with an
@@ -66,6 +67,7 @@ __all__ = [
     "code_hash",
     "notebook_code_modules",
     "discover_notebooks",
+    "resolve_notebooks",
     "main",
     "notebook_defaults",
     "plan_runs",
@@ -80,9 +82,43 @@ log = logging.getLogger(__name__)
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 REPORT_DIR = REPO_ROOT / "reports"
 IDENTITY_DIR = ".identity"
+
+
 def discover_notebooks(directory: Path = NOTEBOOK_DIR) -> list[Path]:
     """The numbered notebooks ``NN_*.ipynb`` in ``directory``, in order."""
     return sorted(p for p in directory.glob("[0-9][0-9]_*.ipynb") if p.is_file())
+
+
+def resolve_notebooks(names: Sequence[str | Path], directory: Path = NOTEBOOK_DIR) -> list[Path]:
+    """The notebook files that ``--notebooks`` names, in the order given.
+
+    Each name is a notebook file (``notebooks/04_peft.ipynb``), or one of the numbered notebooks of
+    ``directory`` by its name (``04_peft``) or its number (``04`` or ``4``).
+
+    Raises
+    ------
+    ValueError
+        A name that is neither an existing ``.ipynb`` file nor exactly one numbered notebook, with the choices.
+    """
+    known = discover_notebooks(directory)
+    resolved = []
+    for name in names:
+        path = Path(name)
+        if path.suffix == ".ipynb":
+            if not path.is_file():
+                raise ValueError(f"--notebooks {name}: no such notebook file")
+            resolved.append(path)
+            continue
+        text = str(name)
+        matches = [nb for nb in known if text == nb.stem or (text.isdigit() and int(text) == int(nb.stem[:2]))]
+        if len(matches) != 1:
+            choices = ", ".join(nb.stem for nb in known) or f"none in {directory}"
+            problem = "matches several notebooks" if matches else "is neither a .ipynb file nor a numbered notebook"
+            raise ValueError(
+                f"--notebooks {name}: {problem} (choose a file, or one of: {choices}; a number such as 04 also works)"
+            )
+        resolved.append(matches[0])
+    return resolved
 
 
 def parse_override(text: str) -> tuple[str, object]:
@@ -378,7 +414,9 @@ def _write_log(out: Path, outcomes: Sequence[RunOutcome], wall: float) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point; returns the exit status (1 when any run failed)."""
     p = argparse.ArgumentParser(description="Run the notebooks over seeds with papermill, then the report.")
-    p.add_argument("--notebooks", type=Path, nargs="+", help="default: every notebooks/NN_*.ipynb")
+    p.add_argument(
+        "--notebooks", nargs="+", help="files, names (04_peft) or numbers (04); default: every notebooks/NN_*.ipynb"
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("-p", "--param", type=parse_override, action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--smoke", action="store_true", help="tiny sizes (as in the tests)")
@@ -401,7 +439,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     out = a.out or (REPO_ROOT / ("reports-smoke" if a.smoke else "reports"))
-    notebooks = [Path(n) for n in a.notebooks] if a.notebooks else discover_notebooks()
+    try:
+        notebooks = resolve_notebooks(a.notebooks) if a.notebooks else discover_notebooks()
+    except ValueError as err:
+        log.error("%s", err)
+        return 1
     if not notebooks:
         log.error("no notebooks to run")
         return 1
