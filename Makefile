@@ -29,10 +29,11 @@ lab: env
 TEST_WORKERS ?= 2
 PYTEST_PARALLEL = -n $(TEST_WORKERS) --dist loadfile
 
-# The fast tier: unit tests only (no notebook is executed: tests marked `notebooks` are deselected).
+# The fast tier: unit tests only (tests marked `integration` are deselected: no Jupyter kernel, Snakemake or
+# training subprocess; the batch runner's unit tests execute toy notebooks in process, tests/conftest.py).
 test-unit: env
 	.venv/bin/ruff check molft_utils tests
-	MOLFT_SMOKE=1 TQDM_DISABLE=1 MOLFT_NUM_THREADS=1 MOLFT_CACHE="$$(mktemp -d)" $(PY) -m pytest -q $(PYTEST_PARALLEL) tests -m "not notebooks"
+	MOLFT_SMOKE=1 TQDM_DISABLE=1 MOLFT_NUM_THREADS=1 MOLFT_CACHE="$$(mktemp -d)" $(PY) -m pytest -q $(PYTEST_PARALLEL) tests -m "not integration"
 
 # Unit tests, then every notebook executed under nbval in smoke mode (tiny sizes, throw-away model cache).
 test: env

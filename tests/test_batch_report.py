@@ -79,7 +79,10 @@ def test_parse_override() -> None:
         batch.parse_override("epochs")
 
 
-def test_batch_failure_resume_and_report(toy: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("executor", ["in process", pytest.param("jupyter kernel", marks=pytest.mark.integration)])
+def test_batch_failure_resume_and_report(toy: Path, tmp_path: Path, executor: str, request) -> None:
+    if executor == "in process":  # the batch logic; the kernel variant also runs papermill for real
+        request.getfixturevalue("in_process_notebooks")
     out = tmp_path / "reports"
     argv = ["--notebooks", str(toy), "--seeds", "0", "1", "2", "--out", str(out), "-p", "fail_on_seed=1"]
     # one seed raises: the others still run, the failing notebook is kept with its error, exit status 1
@@ -111,6 +114,7 @@ def test_batch_failure_resume_and_report(toy: Path, tmp_path: Path) -> None:
     assert "| answer | 42.0000 ± 0.0000 (n=2) |" in summary
 
 
+@pytest.mark.usefixtures("in_process_notebooks")
 def test_interrupted_run_is_redone(toy: Path, tmp_path: Path) -> None:
     out = tmp_path / "reports"
     argv = ["--notebooks", str(toy), "--seeds", "0", "--out", str(out), "--no-report"]
@@ -165,6 +169,7 @@ def test_report_groups_by_configuration(tmp_path: Path) -> None:
     assert "`scale=1`" in text and "`scale=2`" in text
 
 
+@pytest.mark.usefixtures("in_process_notebooks")
 def test_parallel_jobs_with_relative_paths(toy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """papermill changes the working directory while it runs; parallel jobs must not be confused by that."""
     monkeypatch.chdir(tmp_path)
@@ -232,6 +237,7 @@ def test_report_leaves_the_matplotlib_backend_and_pyplot_alone(tmp_path: Path) -
         plt.switch_backend(before)
 
 
+@pytest.mark.usefixtures("in_process_notebooks")
 def test_status_lists_current_missing_and_stale_runs(toy: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
     assert batch.main(["--notebooks", str(toy), "--seeds", "0", "--out", str(out), "--no-report"]) == 0
@@ -292,6 +298,7 @@ def test_robust_methods_are_also_compared_with_the_forest() -> None:
     assert ("method=L2-SP|labels=50|split=random", "method=Full FT|labels=50|split=random") in refs
 
 
+@pytest.mark.usefixtures("in_process_notebooks")
 def test_report_marks_runs_made_by_an_older_notebook(toy: Path, tmp_path: Path) -> None:
     from molft_utils.runs.identity import recorded_state
 
@@ -315,6 +322,7 @@ def test_report_marks_runs_made_by_an_older_notebook(toy: Path, tmp_path: Path) 
     assert "(1 not recorded)" in build_report(out, notebooks=toy.parent).read_text()
 
 
+@pytest.mark.usefixtures("in_process_notebooks")
 def test_a_rerun_removes_the_figures_of_the_run_it_replaces(toy: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     run_dir = out / "00_toy" / "seed=0"

@@ -143,6 +143,7 @@ def _batch_env(cache: Path) -> dict[str, str]:
     return env
 
 
+@pytest.mark.integration
 def test_wrong_columns_stop_with_the_loaders_message_before_training(tpsa_csv: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     out = tmp_path / "reports"
@@ -165,7 +166,7 @@ def test_wrong_columns_stop_with_the_loaders_message_before_training(tpsa_csv: P
     assert not list(out.rglob("result.json"))
 
 
-@pytest.mark.notebooks
+@pytest.mark.integration
 def test_every_notebook_runs_on_a_custom_csv(tpsa_csv: Path, tmp_path: Path) -> None:
     """The issue's "done when": the batch runner, five lessons, a CSV that is not Lipophilicity (smoke sizes)."""
     before = _tracked_data_state()

@@ -88,7 +88,7 @@ def course(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, st
     return root, env
 
 
-@pytest.mark.notebooks
+@pytest.mark.integration
 def test_release_has_no_solution(course: tuple[Path, dict[str, str]]) -> None:
     root, _ = course
     released = (root / "release" / ASSIGNMENT / LESSON.name).read_text(encoding="utf-8")
@@ -98,7 +98,7 @@ def test_release_has_no_solution(course: tuple[Path, dict[str, str]]) -> None:
     assert any("Model answer" in c.source for c in source.cells)  # the staff answer is in the source only
 
 
-@pytest.mark.notebooks
+@pytest.mark.integration
 def test_autograde_scores(course: tuple[Path, dict[str, str]]) -> None:
     from nbgrader.api import Gradebook
 
@@ -117,7 +117,7 @@ def test_autograde_scores(course: tuple[Path, dict[str, str]]) -> None:
         assert right.needs_manual_grade  # the interpretation answer waits for a person
 
 
-@pytest.mark.notebooks
+@pytest.mark.integration
 def test_executed_notebook_is_quiet(course: tuple[Path, dict[str, str]]) -> None:
     """The autograded (executed) smoke notebook: few progress outputs, no warnings a learner cannot act on."""
     from molft_utils.runs.notebook import count_progress_outputs

@@ -58,6 +58,7 @@ fit(RegressionModel(backbone), tok, smiles, labels, smiles, labels,
 """
 
 
+@pytest.mark.integration
 def test_fit_draws_one_bar_with_validation_rmse() -> None:
     err = _run(FIT_CODE, None).stderr
     assert len(re.findall(r"fine-tune:\s+0%", err)) == 1, err  # one bar for the run, none per batch (3 per epoch)
@@ -84,6 +85,7 @@ for run in range(3):
 """
 
 
+@pytest.mark.integration
 def test_executed_notebook_has_one_progress_output_per_run(tmp_path) -> None:
     """Three fits of 4 epochs x 3 batches in one cell: 3 progress outputs (widgets), no tqdm warning."""
     nb = v4.new_notebook()

@@ -63,7 +63,7 @@ def test_regeneration_is_byte_identical(edition: Path, tmp_path: Path) -> None:
         assert (tmp_path / path.name).read_bytes() == path.read_bytes(), path.name
 
 
-@pytest.mark.notebooks
+@pytest.mark.integration
 def test_check_cells_fail_until_the_exercises_are_done(edition: Path, tmp_path: Path) -> None:
     """Executing the student edition of lesson 01 (smoke mode): every check cell raises."""
     nb = nbformat.read(edition / NOTEBOOKS[0].name, as_version=4)

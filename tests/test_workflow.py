@@ -59,6 +59,7 @@ def _config(tmp_path: Path, **extra: object) -> dict:
     return {k: str(v) for k, v in (base | extra).items()}
 
 
+@pytest.mark.integration
 def test_slurm_profile_dry_run(tmp_path: Path) -> None:
     """10-seed-style plan on the SLURM profile: cache jobs once per seed and split, GPUs and partition set."""
     cfg = _config(tmp_path, seeds="[0,1]", splits="[random,scaffold]", smoke="false")
@@ -74,6 +75,7 @@ def test_slurm_profile_dry_run(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.integration
 def test_workflow_and_batch_agree_on_what_is_stale(tmp_path: Path) -> None:
     """Runs made by the batch are up to date for Snakemake and vice versa; an edit is stale for both."""
     nbs = tmp_path / "nbs"
@@ -102,7 +104,7 @@ def test_workflow_and_batch_agree_on_what_is_stale(tmp_path: Path) -> None:
     assert (out / "summary.md").is_file()
 
 
-@pytest.mark.notebooks
+@pytest.mark.integration
 def test_smoke_batch_through_snakemake(tmp_path: Path) -> None:
     """The five notebooks in smoke mode, one seed, one core; then an edit of one notebook re-runs only it."""
     nbs = tmp_path / "nbs"
@@ -146,6 +148,7 @@ def _done_spec(toy: Path, out: Path, smoke: bool = False) -> batch.RunSpec:
     return batch.plan_runs([toy], [0], out, smoke=smoke)[0]
 
 
+@pytest.mark.usefixtures("in_process_notebooks")
 def test_rerun_rule_reports_code_changed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     package = tmp_path / "pkg"
     shutil.copytree(identity.PACKAGE_DIR, package, ignore=shutil.ignore_patterns("__pycache__"))
@@ -177,6 +180,7 @@ def test_rerun_rule_reports_code_changed(tmp_path: Path, monkeypatch: pytest.Mon
     assert [p.name for p in changed.stamp.parent.iterdir()] == [changed.stamp.name]  # the old stamp is gone
 
 
+@pytest.mark.usefixtures("in_process_notebooks")
 def test_sync_stamp_follows_the_rerun_rule(tmp_path: Path) -> None:
     (tmp_path / "nbs").mkdir()
     toy = _toy_notebook(tmp_path / "nbs" / "00_toy.ipynb")
@@ -191,6 +195,7 @@ def test_sync_stamp_follows_the_rerun_rule(tmp_path: Path) -> None:
     assert batch.sync_stamp(batch.plan_runs([toy], [0], tmp_path / "elsewhere")[0]) == "new"
 
 
+@pytest.mark.usefixtures("in_process_notebooks")
 def test_rerun_rule_other_reasons(tmp_path: Path) -> None:
     (tmp_path / "nbs").mkdir()
     toy = _toy_notebook(tmp_path / "nbs" / "00_toy.ipynb")
