@@ -43,6 +43,7 @@ def test_budget_on_weightless_encoder_matches_formulas() -> None:
     assert not any(n.startswith("base_model") for n, _ in bb.named_parameters())
 
 
+@pytest.mark.integration
 def test_memory_subprocess_reports_numbers(tiny_mlm, tokenizer, tmp_path) -> None:
     tiny_mlm.roformer.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)

@@ -206,6 +206,7 @@ def test_rank_figure_draws_a_line_per_placement() -> None:
     assert labels.count("attention") == 1 and labels.count("attention+ffn") == 1 and "Pareto front" in labels
 
 
+@pytest.mark.integration
 def test_interleaved_costs_in_fresh_processes(tiny_mlm, tokenizer, tmp_path) -> None:
     """The default path: each measurement in a new interpreter; settings (a LoRA variant) travel with the job."""
     tiny_mlm.roformer.save_pretrained(tmp_path)
