@@ -297,8 +297,12 @@ def render_model_card(model_dir: Path) -> str:
         f"AdamW lr {rec['mlm_config']['lr']}, cosine with {rec['mlm_config']['warmup_fraction']:.0%} warm-up) |",
         f"| masking | {rec['mlm_config']['mlm_probability']:.0%} of tokens; 80 % `<mask>`, 10 % random, 10 % kept |",
         *(
+            [f"| started from | `{Path(rec['init_from']).name}` (continued pretraining: same tokenizer and architecture) |"]
+            if rec.get("init_from")
+            else []
+        ),
+        *(
             [
-                f"| started from | `{Path(rec['init_from']).name}` (continued pretraining: same tokenizer and architecture) |",
                 f"| descriptor targets | {desc['n_descriptors']} of {desc['n_computed']} RDKit descriptors (the rest "
                 f"near-constant on the slice), standardised by `{desc['scaler']}`, for the first "
                 f"{_fmt_int(desc['n_molecules'])} training molecules |",

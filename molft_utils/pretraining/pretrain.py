@@ -69,8 +69,11 @@ def _read_lines(path: Path) -> list[str]:
     return [line for line in path.read_text().splitlines() if line]
 
 
-def pretrain(args: argparse.Namespace) -> dict:
-    """Run pretraining as described by the parsed command-line ``args``; return the record."""
+def pretrain(args: argparse.Namespace, argv: Sequence[str] | None = None) -> dict:
+    """Run pretraining as described by the parsed command-line ``args``; return the record.
+
+    ``argv`` (the arguments ``args`` were parsed from; default ``sys.argv[1:]``) is recorded as the command.
+    """
     seed_everything(args.seed)
     corpus = Path(args.corpus)
     train = _read_lines(corpus / "train.txt")
@@ -161,7 +164,12 @@ def pretrain(args: argparse.Namespace) -> dict:
         "name": out.name,
         "command": " ".join(
             shlex.quote(a)
-            for a in [sys.executable.split("/")[-1], "-m", "molft_utils.pretraining.pretrain", *sys.argv[1:]]
+            for a in [
+                sys.executable.split("/")[-1],
+                "-m",
+                "molft_utils.pretraining.pretrain",
+                *(sys.argv[1:] if argv is None else argv),
+            ]
         ),
         "architecture": model.config.to_dict() | {"model_type": "roformer"},
         "n_parameters": sum(p.numel() for p in model.parameters()),
@@ -243,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--descriptor-weight", type=float, default=0.0, help="weight of descriptor regression (MTR)")
     p.add_argument("--n-descriptor-molecules", type=int, default=200_000)
     p.add_argument("--descriptor-workers", type=int, default=2)
-    record = pretrain(p.parse_args(argv))
+    record = pretrain(p.parse_args(argv), argv)
     log.info("done: %s", {k: record[k] for k in ("n_parameters", "final_valid", "wall_seconds_total")})
 
 
