@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from molft_utils.core.records import environment_info, write_json_atomic
@@ -66,9 +67,15 @@ def gate_rows(
 
 
 def _one_row(
-    backbone: str, path: Path | None, method: str, kind: str, seed: int, config: TrainConfig, limit: int | None
+    df: pd.DataFrame,
+    backbone: str,
+    path: Path | None,
+    method: str,
+    kind: str,
+    seed: int,
+    config: TrainConfig,
+    limit: int | None,
 ) -> dict:
-    df = load_lipophilicity()
     split = get_split(df, kind=kind, seed=seed)
     parts = {name: df.iloc[getattr(split, name)[:limit]] for name in ("train", "valid", "test")}
     smiles = {p: list(f.smiles) for p, f in parts.items()}
@@ -124,10 +131,11 @@ def run_quality_gate(
             record["rows"] = old.get("rows", [])
     done = {_row_key(r) for r in record["rows"]}
     record["planned_rows"] = len(gate_rows(backbones, splits))
+    df = load_lipophilicity()  # validated once (seconds), not per row
     for backbone, method, kind, seed in gate_rows(backbones, splits):
         if (backbone, method, kind, seed) in done:
             continue
-        row = _one_row(backbone, backbones.get(backbone), method, kind, seed, config, limit)
+        row = _one_row(df, backbone, backbones.get(backbone), method, kind, seed, config, limit)
         log.info("%s", {k: v for k, v in row.items() if k != "convergence"})
         record["rows"].append(row)
         record["environment"] = environment_info()
