@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -21,13 +22,17 @@ def _without_generation_line(text: str) -> list[str]:
 @pytest.mark.integration
 @pytest.mark.skipif(not (REPORTS / "summary.md").is_file(), reason="no committed report")
 def test_committed_summary_is_rendered_from_the_committed_results(tmp_path: Path) -> None:
-    rendered = build_report(REPORTS, out=tmp_path / "summary.md", data_dir=REPO_ROOT / "data",
-                            notebooks=REPO_ROOT / "notebooks")  # fmt: skip
+    copy = tmp_path / "reports"  # the run records only; the summary links to run folders relative to itself
+    for path in [REPORTS / "batch_log.json", *REPORTS.glob("*/**/result.json"), *REPORTS.glob("*/**/batch.json")]:
+        if path.is_file():
+            (copy / path.relative_to(REPORTS)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, copy / path.relative_to(REPORTS))
+    rendered = build_report(copy, data_dir=REPO_ROOT / "data", notebooks=REPO_ROOT / "notebooks")
     committed = _without_generation_line((REPORTS / "summary.md").read_text())
     fresh = _without_generation_line(rendered.read_text())
     # after new results, a changed notebook or package code, or a change to the report's code:
     # python -m molft_utils.runs.report reports
     assert committed == fresh, "reports/summary.md is out of date: run `python -m molft_utils.runs.report reports`"
-    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == sorted(
+    assert sorted(p.name for p in (copy / "figures").iterdir()) == sorted(
         p.name for p in (REPORTS / "figures").iterdir()
     )
