@@ -217,3 +217,17 @@ def test_interleaved_costs_in_fresh_processes(tiny_mlm, tokenizer, tmp_path) -> 
     assert row["errors"] == [], row["errors"]
     assert row["fresh_process"] and len(row["seconds"]) == 1 and row["seconds_median"] > 0
     assert math.isfinite(row["peak_mib_median"]) and row["peak_mib_median"] >= 0
+
+
+def test_rate_beyond_continues_the_grid_past_its_edge() -> None:
+    from molft_utils.methods.peft_methods import rate_beyond
+
+    assert rate_beyond([3e-5, 1e-4, 3e-4], upward=True) == 1e-3  # the 1-3-10 ladder goes on
+    assert rate_beyond([3e-5, 1e-4, 3e-4, 1e-3], upward=True) == 3e-3
+    assert rate_beyond([3e-5, 1e-4, 3e-4], upward=False) == 1e-5
+    assert rate_beyond([1e-3, 3e-3, 1e-2], upward=False) == 3e-4
+    assert rate_beyond([1e-2, 3e-3, 1e-3], upward=True) == 3e-2  # order does not matter
+    assert rate_beyond([2e-4, 4e-4, 8e-4], upward=True) == pytest.approx(1.6e-3)  # other grids: their own step
+    assert rate_beyond([2e-4, 4e-4, 8e-4], upward=False) == pytest.approx(1e-4)
+    with pytest.raises(ValueError, match="two distinct positive rates"):
+        rate_beyond([1e-3, 1e-3], upward=True)

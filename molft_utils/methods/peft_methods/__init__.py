@@ -42,13 +42,14 @@ equal-budget view of recorded runs), :mod:`.probes` (memory, inference time, par
 LoRA rank study).
 """
 
-from molft_utils.methods.peft_methods import budget, costs, figures, probes, setup
+from molft_utils.methods.peft_methods import budget, costs, figures, probes, setup, sweep
 from molft_utils.methods.peft_methods.budget import *  # noqa: F403
 from molft_utils.methods.peft_methods.costs import *  # noqa: F403
 from molft_utils.methods.peft_methods.figures import *  # noqa: F403
 from molft_utils.methods.peft_methods.probes import *  # noqa: F403
 from molft_utils.methods.peft_methods.settings import LORA_PLACEMENTS, lora_variant
 from molft_utils.methods.peft_methods.setup import *  # noqa: F403
+from molft_utils.methods.peft_methods.sweep import *  # noqa: F403
 
-__all__ = [*setup.__all__, *probes.__all__, *budget.__all__, *costs.__all__, *figures.__all__, "LORA_PLACEMENTS",
-           "lora_variant"]
+__all__ = [*setup.__all__, *probes.__all__, *budget.__all__, *costs.__all__, *figures.__all__, *sweep.__all__,
+           "LORA_PLACEMENTS", "lora_variant"]
