@@ -25,9 +25,10 @@ lab: env
 	.venv/bin/jupyter lab $(LAB_ARGS) notebooks
 
 # Tests run on TEST_WORKERS pytest-xdist workers (one thread each); --dist loadfile keeps a notebook's cells, which
-# share one kernel, on one worker and in order.
+# share one kernel, on one worker and in order; files are handed out longest first (tests/conftest.py), not
+# reordered by their number of tests.
 TEST_WORKERS ?= 2
-PYTEST_PARALLEL = -n $(TEST_WORKERS) --dist loadfile
+PYTEST_PARALLEL = -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The fast tier: unit tests only (tests marked `integration` are deselected: no Jupyter kernel, Snakemake or
 # training subprocess; the batch runner's unit tests execute toy notebooks in process, tests/conftest.py).

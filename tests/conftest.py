@@ -1,12 +1,19 @@
-"""Shared fixtures: a tiny randomly initialised backbone so unit tests run in seconds."""
+"""Shared fixtures: a tiny randomly initialised backbone so unit tests run in seconds; a custom data set."""
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
+import pandas as pd
 import pytest
 import torch
+from rdkit import Chem
+from rdkit.Chem import Descriptors
 from transformers import RoFormerForMaskedLM
 
-from molft_utils.core.settings import reload_settings
+from molft_utils.core.settings import REPO_ROOT, reload_settings
+from molft_utils.data.loading import DATA_DIR, LIPOPHILICITY, md5
 from molft_utils.models.tokenizer import build_tokenizer
 from molft_utils.pretraining.pretrain import backbone_config
 
@@ -21,6 +28,55 @@ def _settings_from_the_environment():
 
 
 TINY_SMILES = ["CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1", "C[C@@H](N)C(=O)O", "O=[N+]([O-])c1ccccc1", "CCN(CC)CC"]
+
+
+#: The longest file of `make test`: the merged Snakemake + custom-CSV smoke run, about 40 % of the integration tier
+#: (`pytest --durations`, 2026-12-07). Scheduled first so that it does not start last on a busy worker.
+LONGEST_FIRST = ("test_workflow.py",)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Longest work first: the longest file, then files with integration tests and the notebooks, then the rest.
+
+    With ``--dist loadfile --no-loadscope-reorder`` (Makefile) pytest-xdist hands out files in this order, so the
+    minutes-long files start early and the many short unit tests fill the gaps at the end. A file keeps the order
+    of its tests (a notebook's cells share one kernel).
+    """
+    def rank(item: pytest.Item) -> int:
+        path = Path(str(item.path))
+        if path.name in LONGEST_FIRST:
+            return 0
+        return 1 if item.get_closest_marker("integration") or path.suffix == ".ipynb" else 2
+
+    file_rank: dict[str, int] = {}
+    for item in items:
+        key = str(item.path)
+        file_rank[key] = min(file_rank.get(key, 2), rank(item))
+    items.sort(key=lambda item: file_rank[str(item.path)])  # stable: collection order within a rank and a file
+
+
+TPSA_MOLECULES = 150
+
+
+@pytest.fixture(scope="session")
+def tpsa_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """150 drug-like molecules of Lipophilicity relabelled with their RDKit TPSA, under other column names."""
+    lipo = pd.read_csv(LIPOPHILICITY)
+    smiles = lipo.smiles.iloc[:: len(lipo) // TPSA_MOLECULES].head(TPSA_MOLECULES).tolist()
+    tpsa = [round(Descriptors.TPSA(Chem.MolFromSmiles(s)), 2) for s in smiles]
+    path = tmp_path_factory.mktemp("tpsa data") / "tpsa_set.csv"  # a space in the folder on purpose
+    pd.DataFrame({"molecule": smiles, "tpsa_A2": tpsa}).to_csv(path, index=False)
+    return path
+
+
+def tracked_data_state() -> tuple[str, dict[str, str]]:
+    """``git status`` of ``data/`` and the md5 of every file in it (runs must leave tracked data alone)."""
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all", "--", "data"],
+        cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+    ).stdout
+    files = {str(p.relative_to(DATA_DIR)): md5(p) for p in sorted(DATA_DIR.rglob("*")) if p.is_file()}
+    return status, files
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
 """Any SMILES + label CSV through the series: the dataset registry, splits on demand, the held-out pool, and
-every notebook run by the batch runner on a CSV that is not Lipophilicity."""
+a wrong column caught before training. Every notebook run on a CSV that is not Lipophilicity (the batch runner
+inside the workflow's jobs): tests/test_workflow.py::test_smoke_batch_through_snakemake_on_a_custom_csv."""
 
 from __future__ import annotations
 
@@ -7,44 +8,18 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import nbformat
-import pandas as pd
 import pytest
-from rdkit import Chem
-from rdkit.Chem import Descriptors
+from conftest import TPSA_MOLECULES, tracked_data_state
 
 from molft_utils.core.settings import REPO_ROOT, reload_settings
 from molft_utils.data import datasets
-from molft_utils.data.loading import DATA_DIR, LIPOPHILICITY, DataValidationError, load_dataset, md5
+from molft_utils.data.loading import LIPOPHILICITY, DataValidationError, load_dataset, md5
 from molft_utils.data.splits import SPLIT_DIR
 from molft_utils.runs import batch
 from molft_utils.runs import finetune as pipeline
-
-N_MOLECULES = 150
-
-
-def _tracked_data_state() -> tuple[str, dict[str, str]]:
-    """``git status`` of ``data/`` and the md5 of every file in it."""
-    status = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=all", "--", "data"],
-        cwd=REPO_ROOT, capture_output=True, text=True, check=True,
-    ).stdout
-    files = {str(p.relative_to(DATA_DIR)): md5(p) for p in sorted(DATA_DIR.rglob("*")) if p.is_file()}
-    return status, files
-
-
-@pytest.fixture(scope="module")
-def tpsa_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """150 drug-like molecules of Lipophilicity relabelled with their RDKit TPSA, under other column names."""
-    lipo = pd.read_csv(LIPOPHILICITY)
-    smiles = lipo.smiles.iloc[:: len(lipo) // N_MOLECULES].head(N_MOLECULES).tolist()
-    tpsa = [round(Descriptors.TPSA(Chem.MolFromSmiles(s)), 2) for s in smiles]
-    path = tmp_path_factory.mktemp("tpsa data") / "tpsa_set.csv"  # a space in the folder on purpose
-    pd.DataFrame({"molecule": smiles, "tpsa_A2": tpsa}).to_csv(path, index=False)
-    return path
 
 
 @pytest.fixture()
@@ -63,7 +38,7 @@ def test_registry_default_and_csv(tpsa_csv: Path) -> None:
     assert spec.name == "tpsa_set" and spec.pool_path is None and not spec.committed_splits
     assert spec.label_name == "tpsa_A2" and spec.axis_label == "tpsa_A2 (Å²)"
     assert spec.record()["md5"] == md5(tpsa_csv) and spec.record()["path"] == str(tpsa_csv)
-    assert len(spec.load()) == N_MOLECULES
+    assert len(spec.load()) == TPSA_MOLECULES
     with pytest.raises(FileNotFoundError, match="neither a registered name"):
         datasets.get_dataset("no-such-dataset")
     with pytest.raises(FileNotFoundError, match="no such data file"):
@@ -85,32 +60,32 @@ def test_conflicting_duplicate_message_shows_plain_numbers(tmp_path: Path) -> No
 
 
 def test_splits_on_demand_go_to_the_cache_and_are_reused(tpsa_csv: Path, cache: Path) -> None:
-    before = _tracked_data_state()
+    before = tracked_data_state()
     kwargs = {"dataset": str(tpsa_csv), "smiles_col": "molecule", "label_col": "tpsa_A2"}
     first = {kind: pipeline.load_task(kind, 3, **kwargs) for kind in ("random", "scaffold")}
     for kind, task in first.items():
         path = Path(task.split_file)
         assert path.is_file() and cache in path.parents, path
         saved = json.loads(path.read_text())
-        assert saved["data_md5"] == md5(tpsa_csv) and saved["n_rows"] == N_MOLECULES and saved["kind"] == kind
+        assert saved["data_md5"] == md5(tpsa_csv) and saved["n_rows"] == TPSA_MOLECULES and saved["kind"] == kind
     stamp = {k: Path(t.split_file).stat().st_mtime_ns for k, t in first.items()}
     again = {kind: pipeline.load_task(kind, 3, **kwargs) for kind in ("random", "scaffold")}
     for kind in first:
         assert again[kind].split_file == first[kind].split_file
         assert Path(again[kind].split_file).stat().st_mtime_ns == stamp[kind], "a saved split is reused, not rewritten"
         assert again[kind].split.test == first[kind].split.test
-    assert _tracked_data_state() == before, "tracked data/ must not change at run time"
+    assert tracked_data_state() == before, "tracked data/ must not change at run time"
 
 
 def test_lipophilicity_uses_the_committed_splits(cache: Path) -> None:
-    before = _tracked_data_state()
+    before = tracked_data_state()
     task = pipeline.load_task("random", 0, smoke=True)
     assert Path(task.split_file) == SPLIT_DIR / "lipophilicity_random_seed0.json"
     assert task.pool_source == "external" and task.describe()["dataset"]["md5"] == md5(LIPOPHILICITY)
     assert "dataset" not in task.key, "the default data set keeps its cache keys"
     new_seed = pipeline.load_task("random", 7, smoke=True)  # not committed: made under the cache
     assert cache in Path(new_seed.split_file).parents
-    assert _tracked_data_state() == before
+    assert tracked_data_state() == before
 
 
 def test_held_out_pool_without_an_external_pool(tpsa_csv: Path, cache: Path) -> None:
@@ -164,39 +139,3 @@ def test_wrong_columns_stop_with_the_loaders_message_before_training(tpsa_csv: P
     trained = [p for kind in ("finetuned", "mlm_adapted") for p in (cache / kind).glob("*")]
     assert trained == [], "nothing may be trained before the data is validated"
     assert not list(out.rglob("result.json"))
-
-
-@pytest.mark.integration
-def test_every_notebook_runs_on_a_custom_csv(tpsa_csv: Path, tmp_path: Path) -> None:
-    """The issue's "done when": the batch runner, five lessons, a CSV that is not Lipophilicity (smoke sizes)."""
-    before = _tracked_data_state()
-    cache, out = tmp_path / "cache", tmp_path / "reports"
-    t0 = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "molft_utils.runs.batch", "--smoke", "--seeds", "0", "--out", str(out),
-         "-p", f"dataset={tpsa_csv}", "-p", "smiles_col=molecule", "-p", "label_col=tpsa_A2",
-         "-p", "label_name=TPSA", "-p", "label_unit=Å²"],
-        cwd=REPO_ROOT, env=_batch_env(cache), capture_output=True, text=True, timeout=1200,
-    )
-    seconds = time.perf_counter() - t0
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    print(f"five notebooks on {tpsa_csv.name} in {seconds:.0f} s")
-
-    results = sorted(out.rglob("result.json"))
-    assert {r.parent.parent.parent.name for r in results} == {p.stem for p in batch.discover_notebooks()}
-    for path in results:
-        rec = json.loads(path.read_text())
-        tasks = rec["extra"]["task"]
-        tasks = tasks.values() if "dataset" not in tasks else [tasks]
-        for task in tasks:
-            assert task["dataset"]["path"] == str(tpsa_csv) and task["dataset"]["md5"] == md5(tpsa_csv)
-            assert task["dataset"]["label_unit"] == "Å²" and task["pool_source"] == "train-holdout"
-            assert cache in Path(task["split_file"]).parents
-        assert rec["config"]["dataset"] == str(tpsa_csv)
-    summary = (out / "summary.md").read_text()
-    for nb in batch.discover_notebooks():
-        assert f"## {nb.stem} · tpsa_set" in summary
-    assert summary.count("label TPSA (Å²)") == len(results) and "logD" not in summary
-    executed = {p.stem: p.read_text() for p in out.rglob("0[23]_*.ipynb")}
-    assert all("has no external pool" in text for text in executed.values()) and len(executed) == 2
-    assert _tracked_data_state() == before, "tracked data/ must not change"
