@@ -30,8 +30,9 @@ def _settings_from_the_environment():
 TINY_SMILES = ["CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1", "C[C@@H](N)C(=O)O", "O=[N+]([O-])c1ccccc1", "CCN(CC)CC"]
 
 
-#: The longest file of `make test`: the merged Snakemake + custom-CSV smoke run, about 40 % of the integration tier
-#: (`pytest --durations`, 2026-12-07). Scheduled first so that it does not start last on a busy worker.
+#: The longest file of `make test`: its Snakemake smoke batch and the custom-CSV batch, since merged into one test
+#: there, were 72 % of the integration tier (reports/benchmark/test_durations_avx2.json). Scheduled first so that it
+#: does not start last on a busy worker.
 LONGEST_FIRST = ("test_workflow.py",)
 
 
