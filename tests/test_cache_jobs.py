@@ -43,3 +43,33 @@ def test_unknown_kind_and_irrelevant_options() -> None:
         "dataset": "x.csv",
         "model": None,
     }
+
+
+def test_recipe_options_are_part_of_the_job() -> None:
+    # the profile and the from-scratch ceiling change lesson 01's models, so they key the job
+    assert cache_jobs.relevant_options({"profile": "quick", "random_init_epochs": 45, "k": 20}) == {
+        "profile": "quick",
+        "random_init_epochs": 45,
+    }
+
+
+def test_job_configs_match_lesson_01s_arms() -> None:
+    from molft_utils.runs.identity import notebook_defaults
+    from molft_utils.runs.profiles import QUICK_RECIPE
+
+    defaults = notebook_defaults(Path(__file__).resolve().parents[1] / "notebooks" / "01_finetune_and_mlm.ipynb")
+    assert cache_jobs.lesson01_random_init_epochs() == defaults["random_init_epochs"] > defaults["epochs"]
+    recipe, mlm = pipeline.recipe_configs(0, False)
+    # full profile: the pretrained arms use the recipe, the from-scratch arm only raises its ceiling
+    assert cache_jobs.job_configs("finetuned-pretrained", 0, False) == (recipe, mlm)
+    scratch, _ = cache_jobs.job_configs("finetuned-random", 0, False)
+    assert scratch.epochs == defaults["random_init_epochs"]
+    assert {**vars(scratch), "epochs": recipe.epochs} == vars(recipe)
+    assert cache_jobs.job_configs("finetuned-random", 0, False, random_init_epochs=45)[0].epochs == 45
+    # quick profile and smoke mode: every arm shares the recipe's ceiling, as in the notebook
+    for kind in cache_jobs.KINDS:
+        quick, quick_mlm = cache_jobs.job_configs(kind, 0, False, "quick")
+        assert (quick.epochs, quick.patience, quick_mlm.epochs) == (
+            QUICK_RECIPE["epochs"], QUICK_RECIPE["patience"], QUICK_RECIPE["mlm_epochs"]
+        )
+        assert cache_jobs.job_configs(kind, 0, True)[0] == pipeline.recipe_configs(0, True)[0]

@@ -11,32 +11,53 @@ exactly the calls and the recipe (:func:`molft_utils.runs.finetune.recipe_config
 so a notebook that runs afterwards gets a cache hit. ``--marker`` writes a small JSON file (entry path,
 cache key, hit or build, seconds) that the Snakemake workflow uses as the job's output.
 
-``-p KEY=VALUE`` takes the run's notebook parameters: ``model`` selects the backbone and every
-parameter that :func:`molft_utils.runs.finetune.load_task` accepts (other than ``split``, ``seed`` and
-``smoke``) is passed to it, e.g. a dataset choice; the others do not change these models and are ignored.
+``-p KEY=VALUE`` takes the run's notebook parameters: ``model`` selects the backbone, every parameter that
+:func:`molft_utils.runs.finetune.load_task` accepts (other than ``split``, ``seed`` and ``smoke``) is passed to
+it, e.g. a dataset choice, ``profile`` selects the recipe (:func:`molft_utils.runs.profiles.recipe_overrides`)
+and ``random_init_epochs`` the epoch ceiling of the model trained from random initialisation (default: lesson
+01's parameter; the quick profile uses its own ceiling for every arm, as the notebook does). Other parameters do
+not change these models and are ignored.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import logging
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from molft_utils.core.records import write_json_atomic
 from molft_utils.runs.batch import parse_override
 
-__all__ = ["KINDS", "build", "main", "relevant_options", "task_option_names"]
+if TYPE_CHECKING:
+    from molft_utils.training.mlm import MLMConfig
+    from molft_utils.training.train import TrainConfig
+
+__all__ = [
+    "KINDS",
+    "RECIPE_OPTIONS",
+    "build",
+    "job_configs",
+    "lesson01_random_init_epochs",
+    "main",
+    "relevant_options",
+    "task_option_names",
+]
 
 log = logging.getLogger(__name__)
 
 #: The cache entries a job can build: ``mlm`` (domain-adapted backbone) and the three fine-tunes.
 KINDS = ("mlm", "finetuned-random", "finetuned-pretrained", "finetuned-mlm")
 _PIPELINE = Path(__file__).resolve().parent / "finetune.py"
+_LESSON01 = Path(__file__).resolve().parents[2] / "notebooks" / "01_finetune_and_mlm.ipynb"
 _FIXED = ("split", "seed", "smoke")
+#: Notebook parameters that change the recipe of the cached models.
+RECIPE_OPTIONS = ("profile", "random_init_epochs")
 
 
 def task_option_names(pipeline_source: Path = _PIPELINE) -> tuple[str, ...]:
@@ -50,9 +71,38 @@ def task_option_names(pipeline_source: Path = _PIPELINE) -> tuple[str, ...]:
 
 
 def relevant_options(parameters: dict) -> dict:
-    """The parameters that change the cached models: ``model`` and :func:`task_option_names`."""
-    names = {"model", *task_option_names()}
+    """The parameters that change the cached models: ``model``, :data:`RECIPE_OPTIONS`, :func:`task_option_names`."""
+    names = {"model", *RECIPE_OPTIONS, *task_option_names()}
     return {k: v for k, v in sorted(parameters.items()) if k in names}
+
+
+def lesson01_random_init_epochs(notebook: Path = _LESSON01) -> int:
+    """The default of lesson 01's ``random_init_epochs`` parameter (read from its parameters cell)."""
+    from molft_utils.runs.identity import notebook_defaults
+
+    value = notebook_defaults(notebook).get("random_init_epochs")
+    if not isinstance(value, int):
+        raise RuntimeError(f"{notebook}: no integer parameter random_init_epochs in its parameters cell")
+    return value
+
+
+def job_configs(
+    kind: str, seed: int, smoke: bool, profile: str = "full", random_init_epochs: int | None = None
+) -> tuple[TrainConfig, MLMConfig]:
+    """The fine-tuning and MLM configurations lesson 01 uses for ``kind`` (the recipe of ``profile``).
+
+    The model trained from random initialisation gets lesson 01's own epoch ceiling (``random_init_epochs``,
+    default: the notebook's parameter) in the full profile; in the quick profile and in smoke mode every arm
+    shares the recipe's ceiling, as in the notebook.
+    """
+    from molft_utils.runs import finetune as pipeline
+    from molft_utils.runs.profiles import recipe_overrides
+
+    train_config, mlm_config = pipeline.recipe_configs(seed, smoke, **recipe_overrides(profile))
+    if kind == "finetuned-random" and not smoke and profile == "full":
+        epochs = random_init_epochs if random_init_epochs is not None else lesson01_random_init_epochs()
+        train_config = dataclasses.replace(train_config, epochs=int(epochs))
+    return train_config, mlm_config
 
 
 def build(kind: str, seed: int, split: str, smoke: bool, options: dict | None = None) -> dict:
@@ -74,9 +124,10 @@ def build(kind: str, seed: int, split: str, smoke: bool, options: dict | None = 
 
     options = relevant_options(dict(options or {}))
     model = options.pop("model", None)
+    profile = str(options.pop("profile", "full"))
+    train_config, mlm_config = job_configs(kind, seed, smoke, profile, options.pop("random_init_epochs", None))
     t0 = time.perf_counter()
     task = pipeline.load_task(split, seed, smoke=smoke, **options)
-    train_config, mlm_config = pipeline.recipe_configs(seed, smoke)
     cache = ModelCache()
     if kind == "mlm":
         path, _ = pipeline.mlm_adapted_backbone(task, model, mlm_config, cache, progress=False)
@@ -90,7 +141,8 @@ def build(kind: str, seed: int, split: str, smoke: bool, options: dict | None = 
         "seed": seed,
         "split": split,
         "smoke": smoke,
-        "options": {"model": model, **options},
+        "options": {"model": model, "profile": profile, **options},
+        "epochs": train_config.epochs,
         "entry": str(path),
         "entry_hash": path.name,
         "cache_root": str(cache.root),
