@@ -61,14 +61,27 @@ def test_plan_runs_layout_and_hash(toy: Path, tmp_path: Path) -> None:
 
 
 def test_source_hash_ignores_outputs_but_not_code(toy: Path) -> None:
-    before = batch.notebook_source_hash(toy)
+    from molft_utils.runs.identity import notebook_logic_hash, notebook_source_hash
+
+    before, logic = notebook_source_hash(toy), notebook_logic_hash(toy)
     nb = nbformat.read(toy, as_version=4)
     nb.cells[1].outputs = [v4.new_output("stream", text="hello")]
     nbformat.write(nb, toy)
-    assert batch.notebook_source_hash(toy) == before
-    nb.cells[1].source += "\nprint(1)"
+    assert (notebook_source_hash(toy), notebook_logic_hash(toy)) == (before, logic)
+    # text only: Markdown, a comment, formatting, a docstring change the text hash, not the logic hash
+    nb.cells.insert(1, v4.new_markdown_cell("## Prose"))
+    nb.cells[2].source = "# a comment\n" + nb.cells[2].source.replace("=", " = ") + "\n\n"
+    nb.cells.append(v4.new_code_cell('def f(x):\n    """Double x."""\n    return 2 * x'))
     nbformat.write(nb, toy)
-    assert batch.notebook_source_hash(toy) != before
+    text, logic = notebook_source_hash(toy), notebook_logic_hash(toy)
+    assert text != before
+    nb.cells[-1].source = 'def f(x):\n    """Twice x, reworded."""\n\n    return 2 * x  # same logic'
+    nbformat.write(nb, toy)
+    assert notebook_logic_hash(toy) == logic and notebook_source_hash(toy) != text
+    for code in ("def f(x):\n    return 3 * x", "def f(y):\n    return 2 * y", "def f(x):\n    return 2 * x\nprint(1)"):
+        nb.cells[-1].source = code
+        nbformat.write(nb, toy)
+        assert notebook_logic_hash(toy) != logic, code
 
 
 def test_parse_override() -> None:
@@ -245,7 +258,11 @@ def test_status_lists_current_missing_and_stale_runs(toy: Path, tmp_path: Path, 
     table = batch.status_table(specs)
     assert "| 00_toy | 0 | current |" in table and "| 00_toy | 1 | missing | - |" in table
     nb = nbformat.read(toy, as_version=4)
-    nb.cells[1].source += "\n# edited"
+    nb.cells[1].source += "\n# a comment changes no number"
+    nbformat.write(nb, toy)
+    assert batch.main(["--notebooks", str(toy), "--seeds", "0", "--out", str(out), "--status"]) == 0
+    assert "| 00_toy | 0 | current (text edited since: the batch refreshes it) |" in capsys.readouterr().out
+    nb.cells[1].source += "\nedited = True"
     nbformat.write(nb, toy)
     assert batch.main(["--notebooks", str(toy), "--seeds", "0", "--out", str(out), "--status"]) == 0
     assert "| 00_toy | 0 | stale (notebook changed) |" in capsys.readouterr().out
@@ -309,7 +326,10 @@ def test_report_marks_runs_made_by_an_older_notebook(toy: Path, tmp_path: Path) 
     assert "runs not current" not in build_report(out, notebooks=toy.parent).read_text()
 
     nb = nbformat.read(toy, as_version=4)
-    nb.cells[1].source += "\n# edited"
+    nb.cells.append(v4.new_markdown_cell("Prose changes no number."))
+    nbformat.write(nb, toy)
+    assert recorded_state(run_dir, toy.parent) == "current"
+    nb.cells[1].source += "\nedited = True"
     nbformat.write(nb, toy)
     assert recorded_state(run_dir, toy.parent) == "stale (notebook changed)"
     summary = build_report(out, notebooks=toy.parent).read_text()

@@ -90,7 +90,7 @@ def test_workflow_and_batch_agree_on_what_is_stale(tmp_path: Path) -> None:
     assert _job_counts(res.stdout) == {"summary": 1, "all": 1}  # no notebook job: the batch's results count
 
     nb = nbformat.read(other, as_version=4)
-    nb.cells[1].source += "\n# edited"
+    nb.cells[1].source += "\nedited = True"
     nbformat.write(nb, other)
     specs = batch.plan_runs([toy, other], [0], out)
     assert [batch.rerun_reason(s) for s in specs] == [None, "notebook changed"]
@@ -160,7 +160,7 @@ def test_smoke_batch_through_snakemake_on_a_custom_csv(tpsa_csv: Path, tmp_path:
     assert _job_counts(_snakemake(tmp_path, "-n", config=cfg).stdout) == {}
     edited = nbs / "03_data_selection.ipynb"
     nb = nbformat.read(edited, as_version=4)
-    nb.cells.append(nbformat.v4.new_markdown_cell("An edit."))
+    nb.cells.append(nbformat.v4.new_code_cell("edited = True"))
     nbformat.write(nb, edited)
     res = _snakemake(tmp_path, "-n", config=cfg)
     assert _job_counts(res.stdout) == {"notebook": 1, "summary": 1, "all": 1}
@@ -200,9 +200,11 @@ def test_rerun_rule_reports_code_changed(tmp_path: Path, monkeypatch: pytest.Mon
     metrics.write_text(metrics.read_text() + "\n# a change\n")
     assert batch.rerun_reason(batch.plan_runs([toy], [0], out)[0]) is None
     settings = package / "core" / "settings.py"  # imported by core.records: counts
-    settings.write_text(settings.read_text() + "\n# a change\n")
+    settings.write_text(settings.read_text() + "\n# a comment: no change of logic\n")
+    assert batch.rerun_reason(batch.plan_runs([toy], [0], out)[0]) is None
+    settings.write_text(settings.read_text() + "\nA_CHANGE = 1\n")
     changed = batch.plan_runs([toy], [0], out)[0]
-    assert changed.identity["code_hash"] != spec.identity["code_hash"]
+    assert changed.identity["code_logic_hash"] != spec.identity["code_logic_hash"]
     assert batch.rerun_reason(changed) == "code changed"
     assert batch.main(["--notebooks", str(toy), "--seeds", "0", "--out", str(out), "--no-report"]) == 0
     record = json.loads((out / "batch_log.json").read_text())["runs"][0]

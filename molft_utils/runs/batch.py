@@ -7,6 +7,7 @@
     python -m molft_utils.runs.batch --smoke --out /tmp/smoke-reports
     python -m molft_utils.runs.batch --notebooks 01 04 --seeds 1   # notebooks by number (or name, or file)
     python -m molft_utils.runs.batch --status                    # which results in reports/ are current, which stale
+    python -m molft_utils.runs.batch --sync-records              # refresh the text of current runs (no execution)
 
 Each (notebook, seed) run is executed into ``<out>/<notebook>/seed=<s>/<notebook>.ipynb`` (with an
 ``<override-tag>/`` level when ``-p`` overrides are given), with the papermill parameters ``seed``,
@@ -19,14 +20,18 @@ cluster. Both use this module's rerun rule (:func:`plan_runs` → :attr:`RunSpec
 :func:`rerun_reason`), and every Snakemake job executes its run through this module
 (``--expect-hash``), so the two never disagree about what a run is or when it is stale.
 
-* **Rerun rule.** A run's identity is its notebook's source cells, a hash of the package code it can
-  execute (:func:`code_hash` of :func:`notebook_code_modules`: the modules the notebook imports, followed
-  through their imports; an edit elsewhere in the package leaves its results current) and its parameters.
-  After a successful run the runner writes ``batch.json`` (identity and time) and a stamp
+* **Rerun rule.** A run's identity is its notebook's code cells, the package code it can execute
+  (:func:`notebook_code_modules`: the modules the notebook imports, followed through their imports; an edit
+  elsewhere in the package leaves its results current) and its parameters, each hashed by what Python executes
+  (:mod:`molft_utils.runs.identity`: an edit of Markdown, a comment or a docstring changes no number and costs
+  no rerun). After a successful run the runner writes ``batch.json`` (identity and time) and a stamp
   ``.identity/<run_hash>.json`` (the file the Snakemake workflow depends on). A run is redone when
   :func:`rerun_reason` gives a reason: ``new`` (no result or no record), ``notebook changed``,
   ``code changed`` or ``parameters changed``; the runner logs it. An interrupted batch, started
   again, redoes only what is missing (``--force`` reruns everything).
+* **Text refresh.** A current run whose notebook text was edited since (Markdown, comments) gets its executed
+  copy rebuilt from today's source with the run's outputs (:func:`refresh_text`), and its record says so
+  (``text_refreshed``); records from before logic hashes existed get them added (:func:`upgrade_record`).
 * **Failures.** A notebook that raises is kept with its error (papermill writes the executed
   notebook up to the failing cell); the runner goes on with the other runs and exits with status 1,
   listing what failed. The later notebooks of the same seed still run.
@@ -38,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import copy
 import hashlib
 import json
 import logging
@@ -50,15 +56,21 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nbformat
+
 from molft_utils.core.machine import machine_info
 from molft_utils.core.records import REPO_ROOT, config_hash, write_json_atomic
 from molft_utils.runs.identity import (
     BATCH_FILE,
     code_hash,
+    has_logic_hashes,
     identity_change,
+    logic_identity,
+    logic_source,
     notebook_code_modules,
     notebook_defaults,
-    notebook_source_hash,
+    notebook_identity,
+    text_change,
 )
 
 __all__ = [
@@ -71,8 +83,11 @@ __all__ = [
     "main",
     "notebook_defaults",
     "plan_runs",
+    "refresh_text",
     "rerun_reason",
+    "sync_record",
     "sync_stamp",
+    "upgrade_record",
     "run_batch",
     "status_table",
 ]
@@ -168,8 +183,8 @@ class RunSpec:
 
     @property
     def run_hash(self) -> str:
-        """Short hash of :attr:`identity` (notebook name and source hash, code hash, parameters)."""
-        return config_hash(self.identity)
+        """Short hash of the logic part of :attr:`identity` (notebook name, logic hashes, parameters)."""
+        return config_hash(logic_identity(self.identity))
 
     @property
     def output_notebook(self) -> Path:
@@ -208,9 +223,99 @@ def rerun_reason(spec: RunSpec) -> str | None:
     old = record.get("identity")
     if not isinstance(old, dict):  # a record from before identities were stored: only its hash is known
         return "code changed"  # its hash did not cover the package code
-    if config_hash(old) == spec.run_hash:
-        return None
-    return identity_change(old, spec.identity) or "parameters changed"
+    change = identity_change(old, spec.identity)
+    if change is None and old.get("parameters") != spec.identity["parameters"]:
+        return "parameters changed"
+    return change
+
+
+def upgrade_record(spec: RunSpec) -> bool:
+    """Add the logic hashes to a current run's record written before they existed; True when it did.
+
+    Such a record is current only while its text hashes equal today's (the same text runs the same logic), so
+    today's logic hashes are the run's. Afterwards an edit of Markdown, comments or docstrings leaves the run
+    current. The stamp is renamed to the new :attr:`RunSpec.run_hash` (kept older than the outputs).
+    """
+    record = _recorded_identity(spec)
+    if record is None or rerun_reason(spec) is not None or has_logic_hashes(record["identity"]):
+        return False
+    record["identity_upgraded"] = {"from": record["identity"], "on": time.strftime("%Y-%m-%d")}
+    record["identity"] = spec.identity
+    record["run_hash"] = spec.run_hash
+    write_json_atomic(spec.out_dir / BATCH_FILE, record)
+    write_stamp(spec, (spec.out_dir / "result.json").stat().st_mtime - 1)
+    return True
+
+
+def _rebuild_text(executed: nbformat.NotebookNode, source: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """``source``'s cells with the outputs of ``executed`` (the same code cells, by logic, in the same order).
+
+    Papermill's injected-parameters cell is kept after the ``parameters`` cell; each code cell keeps its
+    execution count, outputs and execution metadata. Raises :class:`ValueError` when the code cells differ.
+    """
+    def is_injected(cell: nbformat.NotebookNode) -> bool:
+        return "injected-parameters" in cell.metadata.get("tags", [])
+
+    injected = [c for c in executed.cells if is_injected(c)]
+    ran = [c for c in executed.cells if c.cell_type == "code" and not is_injected(c)]
+    code = [c for c in source.cells if c.cell_type == "code"]
+    if len(ran) != len(code) or any(
+        logic_source(a.source) != logic_source(b.source) for a, b in zip(ran, code, strict=True)
+    ):
+        raise ValueError("the executed notebook's code cells differ from the source's: the run must be redone")
+    cells, outputs = [], iter(ran)
+    for cell in source.cells:
+        new = copy.deepcopy(cell)
+        if cell.cell_type == "code":
+            old = next(outputs)
+            new.outputs, new.execution_count = old.outputs, old.execution_count
+            new.metadata = new.metadata | {k: v for k, v in old.metadata.items() if k in ("execution", "papermill")}
+        cells.append(new)
+        if "parameters" in cell.metadata.get("tags", []):
+            cells.extend(injected)
+    rebuilt = copy.deepcopy(executed)
+    rebuilt.cells = cells
+    return rebuilt
+
+
+def refresh_text(spec: RunSpec) -> bool:
+    """Bring a current run's executed notebook and record up to today's text; True when anything changed.
+
+    For a current run (:func:`rerun_reason` is None) whose recorded text hashes differ from today's (an edit of
+    Markdown, comments or docstrings since the run), the executed copy is rebuilt from today's notebook with
+    the run's outputs, and ``batch.json`` gets today's identity and an entry in ``text_refreshed`` (which
+    hashes changed, when). Numbers, figures and ``result.json`` are untouched: the code that made them is the
+    same logic.
+    """
+    record = _recorded_identity(spec)
+    if record is None or rerun_reason(spec) is not None or not has_logic_hashes(record["identity"]):
+        return False
+    changed = text_change(record["identity"], spec.identity)
+    if not changed:
+        return False
+    if "notebook_hash" in changed and spec.output_notebook.is_file():
+        executed = nbformat.read(spec.output_notebook, as_version=4)
+        rebuilt = _rebuild_text(executed, nbformat.read(spec.notebook, as_version=4))
+        tmp = spec.output_notebook.with_suffix(".ipynb.tmp")
+        nbformat.write(rebuilt, tmp)
+        os.replace(tmp, spec.output_notebook)
+    entry = {k: [record["identity"].get(k), spec.identity[k]] for k in changed} | {"on": time.strftime("%Y-%m-%d")}
+    record.setdefault("text_refreshed", []).append(entry)
+    record["identity"] = spec.identity
+    write_json_atomic(spec.out_dir / BATCH_FILE, record)
+    return True
+
+
+def sync_record(spec: RunSpec) -> list[str]:
+    """:func:`upgrade_record`, then :func:`refresh_text`, for a current run; the names of the steps that acted."""
+    done = []
+    if upgrade_record(spec):
+        done.append("identity upgraded")
+    if refresh_text(spec):
+        done.append("text refreshed")
+    for step in done:
+        log.info("%s %s seed=%d: %s", step, spec.notebook.name, spec.seed, spec.out_dir)
+    return done
 
 
 def status_table(specs: Sequence[RunSpec]) -> str:
@@ -225,6 +330,8 @@ def status_table(specs: Sequence[RunSpec]) -> str:
         record = _recorded_identity(spec) or {}
         made = f"{record['seconds']:.0f}" if isinstance(record.get("seconds"), int | float) else "-"
         state = "current" if reason is None else ("missing" if reason == "new" else f"stale ({reason})")
+        if reason is None and text_change(record.get("identity") or {}, spec.identity):
+            state += " (text edited since: the batch refreshes it)"
         lines.append(f"| {spec.notebook.stem} | {spec.seed} | {state} | {made} |")
     return "\n".join(lines)
 
@@ -258,8 +365,7 @@ def plan_runs(
     specs = []
     declared: set[str] = set()
     for nb in (Path(n).resolve() for n in notebooks):
-        src_hash = notebook_source_hash(nb)
-        code = code_hash(files=notebook_code_modules(nb))
+        today = notebook_identity(nb)
         defaults = notebook_defaults(nb)
         declared |= set(defaults)
         own = {k: v for k, v in overrides.items() if k in defaults and defaults[k] != v}
@@ -269,7 +375,7 @@ def plan_runs(
                 base = base / _override_tag(own)
             out_dir = base / f"seed={seed}"
             params = {"seed": int(seed), "smoke": bool(smoke), **own}
-            identity = {"notebook": nb.name, "notebook_hash": src_hash, "code_hash": code, "parameters": params}
+            identity = today | {"parameters": params}
             specs.append(RunSpec(nb, int(seed), params | {"out_dir": str(out_dir)}, out_dir, identity, own))
     unknown = sorted(set(overrides) - declared - {"seed", "smoke", "out_dir"})
     if strict and unknown:
@@ -379,7 +485,7 @@ def run_batch(
             reason = "forced" if force else rerun_reason(spec)
             if reason is None:
                 log.info("skip %s seed=%d (result with the same identity exists)", spec.notebook.name, spec.seed)
-                outcomes.append(RunOutcome(spec, "skipped"))
+                outcomes.append(RunOutcome(spec, "skipped", extra={"record": sync_record(spec)}))
                 continue
             log.info("run %s seed=%d: %s", spec.notebook.name, spec.seed, reason)
             outcome = _execute(spec, kernel, timeout)
@@ -428,6 +534,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="only list each planned run as current or with the reason it would rerun (nothing is executed)",
     )
+    p.add_argument(
+        "--sync-records",
+        action="store_true",
+        help="only bring the records and executed notebooks of current runs up to today's text (add logic hashes "
+        "to old records, refresh edited Markdown and comments); nothing is executed",
+    )
     p.add_argument("--timeout", type=int, default=None, help="seconds per cell")
     p.add_argument("--kernel", default="python3")
     p.add_argument("--no-report", action="store_true")
@@ -462,6 +574,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     if a.status:
         print(status_table(specs))
+        return 0
+    if a.sync_records:
+        for spec in specs:
+            acted = sync_record(spec) if rerun_reason(spec) is None else []
+            print(f"{spec.notebook.stem} seed={spec.seed}: {', '.join(acted) or 'nothing to do'}")
         return 0
     t0 = time.perf_counter()
     outcomes = run_batch(specs, a.jobs, a.force, a.kernel, a.timeout)

@@ -4,6 +4,24 @@
 through the package, lazy top-level names of ``molft_utils/__init__.py`` included; :func:`code_hash` hashes those
 files, so an edit elsewhere in the package leaves the notebook's results current. :mod:`molft_utils.runs.batch`
 (the rerun rule) and the Snakemake workflow build every run's identity from these functions.
+
+Two kinds of hash describe the same sources:
+
+* the **text** hashes (:func:`notebook_source_hash`, :func:`code_hash`) change with any byte: Markdown, comments,
+  docstrings, formatting;
+* the **logic** hashes (:func:`notebook_logic_hash`, :func:`code_logic_hash`) hash what Python executes: the
+  syntax tree of each code cell and module (:func:`logic_source`), without docstrings; Markdown cells, comments
+  and formatting never reach it.
+
+A run is stale when the logic it ran differs from today's (:func:`identity_change`): an edit of a Discussion, a
+comment or a docstring changes no number, so it does not cost a rerun that can take hours. The batch runner
+then refreshes the executed notebook's text instead (:func:`molft_utils.runs.batch.refresh_text`), so a reader
+never sees outdated prose beside the numbers. Records written before logic hashes existed carry text hashes
+only; they count as current while the text is identical (the same bytes run the same logic), and the batch
+runner adds the logic hashes to them (:func:`molft_utils.runs.batch.upgrade_record`).
+
+Caveat: a program that reads its own docstrings (``__doc__``) at run time would change without changing its
+logic hash; nothing a notebook runs does that.
 """
 
 from __future__ import annotations
@@ -11,21 +29,29 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import nbformat
 
 __all__ = [
+    "LOGIC_KEYS",
     "ORCHESTRATION_MODULES",
     "PACKAGE_DIR",
     "PACKAGE_NAME",
     "code_hash",
+    "code_logic_hash",
+    "has_logic_hashes",
     "identity_change",
+    "logic_identity",
+    "logic_source",
     "notebook_code_modules",
     "notebook_defaults",
+    "notebook_identity",
+    "notebook_logic_hash",
     "notebook_source_hash",
     "recorded_state",
+    "text_change",
 ]
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -53,6 +79,11 @@ def code_hash(package: Path | None = None, files: Sequence[Path] | None = None) 
     ``**/*.py`` of ``package`` except :data:`ORCHESTRATION_MODULES`. ``package`` defaults to
     :data:`PACKAGE_DIR` (this ``molft_utils``, all its subpackages).
     """
+    return _hash_files(package, files, Path.read_bytes)
+
+
+def _hash_files(package: Path | None, files: Sequence[Path] | None, content: Callable[[Path], bytes]) -> str:
+    """Hash of ``content(file)`` by package-relative path for :func:`code_hash` and :func:`code_logic_hash`."""
     digest = hashlib.sha256()
     root = Path(package or PACKAGE_DIR)
     chosen = sorted(root.rglob("*.py")) if files is None else sorted(Path(f) for f in files)
@@ -60,8 +91,83 @@ def code_hash(package: Path | None = None, files: Sequence[Path] | None = None) 
         rel = path.relative_to(root).as_posix()
         if rel in ORCHESTRATION_MODULES or "__pycache__" in path.parts:
             continue
-        digest.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
+        digest.update(rel.encode() + b"\0" + content(path) + b"\0")
     return digest.hexdigest()[:16]
+
+
+def _without_magics(source: str) -> str:
+    """IPython magics and shell escapes blanked (they are not Python and import nothing from the package)."""
+    return "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines())
+
+
+def logic_source(source: str) -> str:
+    """What Python executes of ``source``: its syntax tree without docstrings, as text.
+
+    Comments, blank lines and formatting do not reach the tree; docstrings (a string constant as the first
+    statement of a module, class or function) are dropped. IPython magics count as their text. Source that does
+    not parse is returned as it is (every byte then counts).
+    """
+    magics = [line.strip() for line in source.splitlines() if line.lstrip().startswith(("%", "!"))]
+    try:
+        tree = ast.parse(_without_magics(source))
+    except SyntaxError:
+        return source
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                if isinstance(body[0].value.value, str):
+                    node.body = body[1:]
+    return "\n".join([*magics, _canonical(tree)])
+
+
+def _canonical(node: object) -> str:
+    """A syntax tree as text that does not depend on the Python version's defaults.
+
+    Like :func:`ast.dump` without positions, but fields that are ``None`` or empty are left out whatever the
+    version (``ast.dump``'s own choice changed in Python 3.13, and newer versions add fields such as
+    ``type_params`` that are empty in code that does not use them).
+    """
+    if isinstance(node, ast.AST):
+        fields = ((name, getattr(node, name, None)) for name in node._fields)
+        inner = ", ".join(f"{name}={_canonical(value)}" for name, value in fields if value not in (None, []))
+        return f"{type(node).__name__}({inner})"
+    if isinstance(node, list):
+        return "[" + ", ".join(_canonical(item) for item in node) + "]"
+    return repr(node)
+
+
+def notebook_logic_hash(path: Path) -> str:
+    """Hash of the notebook's code cells as :func:`logic_source` (Markdown, comments and docstrings do not count)."""
+    nb = nbformat.read(path, as_version=4)
+    text = json.dumps([logic_source(c.source) for c in nb.cells if c.cell_type == "code"])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def code_logic_hash(package: Path | None = None, files: Sequence[Path] | None = None) -> str:
+    """:func:`code_hash` of the same files, each as :func:`logic_source` (comments and docstrings do not count)."""
+    return _hash_files(package, files, lambda path: logic_source(path.read_text(encoding="utf-8")).encode())
+
+
+def notebook_identity(path: Path, package: Path | None = None) -> dict[str, str]:
+    """The identity of a notebook's code today: its name, text hashes and logic hashes (no parameters)."""
+    files = notebook_code_modules(path, package)
+    return {
+        "notebook": path.name,
+        "notebook_hash": notebook_source_hash(path),
+        "code_hash": code_hash(package, files=files),
+        "notebook_logic_hash": notebook_logic_hash(path),
+        "code_logic_hash": code_logic_hash(package, files=files),
+    }
+
+
+#: The keys of an identity that decide whether a run is current (see :func:`logic_identity`).
+LOGIC_KEYS = ("notebook", "notebook_logic_hash", "code_logic_hash", "parameters")
+
+
+def logic_identity(identity: dict) -> dict:
+    """The part of ``identity`` that decides whether a run is current: notebook name, logic hashes, parameters."""
+    return {k: identity.get(k) for k in LOGIC_KEYS}
 
 
 def _package_maps(root: Path) -> dict[str, str]:
@@ -136,10 +242,8 @@ def notebook_code_modules(path: Path, package: Path | None = None) -> list[Path]
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
-        # IPython magics and shell escapes are not Python; they import nothing from the package
-        text = "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in cell.source.splitlines())
         try:
-            pending |= _imported_modules(ast.parse(text), root, maps)
+            pending |= _imported_modules(ast.parse(_without_magics(cell.source)), root, maps)
         except SyntaxError:
             return None
     seen: dict[str, Path] = {}
@@ -179,9 +283,9 @@ def notebook_defaults(path: Path) -> dict[str, object]:
 def recorded_state(result_dir: Path, notebooks: Path, package: Path | None = None) -> str:
     """Whether the run that wrote ``result_dir/result.json`` still describes the notebook and code of today.
 
-    Reads the identity the batch runner stored in ``result_dir/batch.json`` and compares its notebook source
-    hash and code hash with those of ``notebooks/<notebook>`` now (parameters are the run's own and do not
-    count). Returns ``"current"``, ``"stale (notebook changed)"``, ``"stale (code changed)"``,
+    Reads the identity the batch runner stored in ``result_dir/batch.json`` and compares it with that of
+    ``notebooks/<notebook>`` now (:func:`identity_change`; parameters are the run's own and do not count).
+    Returns ``"current"``, ``"stale (notebook changed)"``, ``"stale (code changed)"``,
     ``"stale (notebook missing)"`` or ``"not recorded"`` (no batch record, e.g. a notebook run by hand).
     """
     try:
@@ -194,17 +298,37 @@ def recorded_state(result_dir: Path, notebooks: Path, package: Path | None = Non
     nb = Path(notebooks) / identity["notebook"]
     if not nb.is_file():
         return "stale (notebook missing)"
-    now = {"notebook": nb.name, "notebook_hash": notebook_source_hash(nb),
-           "code_hash": code_hash(package, files=notebook_code_modules(nb, package))}
-    change = identity_change(identity, now)
+    change = identity_change(identity, notebook_identity(nb, package))
     return "current" if change is None else f"stale ({change})"
 
 
+def has_logic_hashes(identity: dict) -> bool:
+    """True for an identity with logic hashes; False for a record written before they existed (text hashes only)."""
+    return "notebook_logic_hash" in identity and "code_logic_hash" in identity
+
+
 def identity_change(old: dict, new: dict) -> str | None:
-    """``"notebook changed"`` or ``"code changed"`` between two run identities, or None when both agree
-    (parameters are not compared: the caller decides whether they count)."""
-    if old.get("notebook") != new["notebook"] or old.get("notebook_hash") != new["notebook_hash"]:
+    """``"notebook changed"`` or ``"code changed"`` between a recorded identity and today's, or None when the
+    run is current (parameters are not compared: the caller decides whether they count).
+
+    ``old`` is compared by its logic hashes; a record without them (written before they existed) by its text
+    hashes, which is stricter: the same text runs the same logic. ``new`` must have both kinds
+    (:func:`notebook_identity`).
+    """
+    if old.get("notebook") != new["notebook"]:
         return "notebook changed"
-    if old.get("code_hash") != new["code_hash"]:
+    kind = ("notebook_logic_hash", "code_logic_hash") if has_logic_hashes(old) else ("notebook_hash", "code_hash")
+    if old.get(kind[0]) != new[kind[0]]:
+        return "notebook changed"
+    if old.get(kind[1]) != new[kind[1]]:
         return "code changed"
     return None
+
+
+def text_change(old: dict, new: dict) -> list[str]:
+    """The text hashes (``notebook_hash``, ``code_hash``) that differ between ``old`` and ``new``.
+
+    For a current run (:func:`identity_change` is None) these are edits that change no logic: Markdown,
+    comments, docstrings, formatting.
+    """
+    return [k for k in ("notebook_hash", "code_hash") if old.get(k) != new.get(k)]
