@@ -263,13 +263,16 @@ def _rebuild_text(executed: nbformat.NotebookNode, source: nbformat.NotebookNode
         logic_source(a.source) != logic_source(b.source) for a, b in zip(ran, code, strict=True)
     ):
         raise ValueError("the executed notebook's code cells differ from the source's: the run must be redone")
+    by_id = {c.get("id"): c for c in executed.cells if c.cell_type == "markdown"}
     cells, outputs = [], iter(ran)
     for cell in source.cells:
         new = copy.deepcopy(cell)
+        old = next(outputs) if cell.cell_type == "code" else by_id.get(cell.get("id"))
         if cell.cell_type == "code":
-            old = next(outputs)
             new.outputs, new.execution_count = old.outputs, old.execution_count
-            new.metadata = new.metadata | {k: v for k, v in old.metadata.items() if k in ("execution", "papermill")}
+        if old is not None:  # what papermill added (timings, empty tags) stays with its cell
+            kept = ("execution", "papermill", "tags")
+            new.metadata = new.metadata | {k: v for k, v in old.metadata.items() if k in kept and k not in new.metadata}
         cells.append(new)
         if "parameters" in cell.metadata.get("tags", []):
             cells.extend(injected)
