@@ -261,7 +261,7 @@ def test_status_lists_current_missing_and_stale_runs(toy: Path, tmp_path: Path, 
     nb.cells[1].source += "\n# a comment changes no number"
     nbformat.write(nb, toy)
     assert batch.main(["--notebooks", str(toy), "--seeds", "0", "--out", str(out), "--status"]) == 0
-    assert "| 00_toy | 0 | current (text edited since: the batch refreshes it) |" in capsys.readouterr().out
+    assert "| 00_toy | 0 | current (text edited since: --sync-records refreshes it) |" in capsys.readouterr().out
     nb.cells[1].source += "\nedited = True"
     nbformat.write(nb, toy)
     assert batch.main(["--notebooks", str(toy), "--seeds", "0", "--out", str(out), "--status"]) == 0

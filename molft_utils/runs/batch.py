@@ -62,14 +62,15 @@ from molft_utils.core.machine import machine_info
 from molft_utils.core.records import REPO_ROOT, config_hash, write_json_atomic
 from molft_utils.runs.identity import (
     BATCH_FILE,
+    cell_logic_source,
     code_hash,
     has_logic_hashes,
     identity_change,
     logic_identity,
-    logic_source,
     notebook_code_modules,
     notebook_defaults,
     notebook_identity,
+    source_hash,
     text_change,
 )
 
@@ -224,7 +225,8 @@ def rerun_reason(spec: RunSpec) -> str | None:
     if not isinstance(old, dict):  # a record from before identities were stored: only its hash is known
         return "code changed"  # its hash did not cover the package code
     change = identity_change(old, spec.identity)
-    if change is None and old.get("parameters") != spec.identity["parameters"]:
+    # parameters as JSON stores them (a tuple reads back as a list, an int key as a string): compare normalised
+    if change is None and config_hash(old.get("parameters") or {}) != config_hash(spec.identity["parameters"]):
         return "parameters changed"
     return change
 
@@ -239,7 +241,9 @@ def upgrade_record(spec: RunSpec) -> bool:
     record = _recorded_identity(spec)
     if record is None or rerun_reason(spec) is not None or has_logic_hashes(record["identity"]):
         return False
-    record["identity_upgraded"] = {"from": record["identity"], "on": time.strftime("%Y-%m-%d")}
+    previous = record.get("identity_upgraded", [])
+    previous = previous if isinstance(previous, list) else [previous]
+    record["identity_upgraded"] = [*previous, {"from": record["identity"], "on": time.strftime("%Y-%m-%d")}]
     record["identity"] = spec.identity
     record["run_hash"] = spec.run_hash
     write_json_atomic(spec.out_dir / BATCH_FILE, record)
@@ -253,28 +257,30 @@ def _rebuild_text(executed: nbformat.NotebookNode, source: nbformat.NotebookNode
     Papermill's injected-parameters cell is kept after the ``parameters`` cell; each code cell keeps its
     execution count, outputs and execution metadata. Raises :class:`ValueError` when the code cells differ.
     """
-    def is_injected(cell: nbformat.NotebookNode) -> bool:
-        return "injected-parameters" in cell.metadata.get("tags", [])
+    def tags(cell: nbformat.NotebookNode) -> list:
+        return cell.metadata.get("tags", [])
 
-    injected = [c for c in executed.cells if is_injected(c)]
-    ran = [c for c in executed.cells if c.cell_type == "code" and not is_injected(c)]
+    injected = [c for c in executed.cells if "injected-parameters" in tags(c)]
+    ran = [c for c in executed.cells if c.cell_type == "code" and "injected-parameters" not in tags(c)]
     code = [c for c in source.cells if c.cell_type == "code"]
     if len(ran) != len(code) or any(
-        logic_source(a.source) != logic_source(b.source) for a, b in zip(ran, code, strict=True)
+        cell_logic_source(a.source) != cell_logic_source(b.source) for a, b in zip(ran, code, strict=True)
     ):
         raise ValueError("the executed notebook's code cells differ from the source's: the run must be redone")
-    by_id = {c.get("id"): c for c in executed.cells if c.cell_type == "markdown"}
-    cells, outputs = [], iter(ran)
+    by_id = {c.get("id"): c for c in executed.cells if c.cell_type == "markdown" and c.get("id")}
+    has_parameters = any("parameters" in tags(c) for c in source.cells)
+    cells, outputs = ([] if has_parameters else list(injected)), iter(ran)  # papermill injects at the top then
     for cell in source.cells:
         new = copy.deepcopy(cell)
         old = next(outputs) if cell.cell_type == "code" else by_id.get(cell.get("id"))
         if cell.cell_type == "code":
             new.outputs, new.execution_count = old.outputs, old.execution_count
-        if old is not None:  # what papermill added (timings, empty tags) stays with its cell
-            kept = ("execution", "papermill", "tags")
-            new.metadata = new.metadata | {k: v for k, v in old.metadata.items() if k in kept and k not in new.metadata}
+        if old is not None:  # the run's timings stay with their cells; tags come from today's source
+            new.metadata = new.metadata | {k: v for k, v in old.metadata.items() if k in ("execution", "papermill")}
+            if "tags" not in new.metadata and old.metadata.get("tags") == []:
+                new.metadata["tags"] = []  # papermill's empty list, not a removed tag
         cells.append(new)
-        if "parameters" in cell.metadata.get("tags", []):
+        if "parameters" in tags(cell):
             cells.extend(injected)
     rebuilt = copy.deepcopy(executed)
     rebuilt.cells = cells
@@ -297,8 +303,15 @@ def refresh_text(spec: RunSpec) -> bool:
     if not changed:
         return False
     if "notebook_hash" in changed and spec.output_notebook.is_file():
-        executed = nbformat.read(spec.output_notebook, as_version=4)
-        rebuilt = _rebuild_text(executed, nbformat.read(spec.notebook, as_version=4))
+        source = nbformat.read(spec.notebook, as_version=4)
+        if source_hash(source) != spec.identity["notebook_hash"]:
+            log.warning("%s changed since the run was planned: its text is not refreshed now", spec.notebook.name)
+            return False
+        try:
+            rebuilt = _rebuild_text(nbformat.read(spec.output_notebook, as_version=4), source)
+        except ValueError as err:
+            log.warning("%s seed=%d: text not refreshed: %s", spec.notebook.name, spec.seed, err)
+            return False
         tmp = spec.output_notebook.with_suffix(".ipynb.tmp")
         nbformat.write(rebuilt, tmp)
         os.replace(tmp, spec.output_notebook)
@@ -334,7 +347,7 @@ def status_table(specs: Sequence[RunSpec]) -> str:
         made = f"{record['seconds']:.0f}" if isinstance(record.get("seconds"), int | float) else "-"
         state = "current" if reason is None else ("missing" if reason == "new" else f"stale ({reason})")
         if reason is None and text_change(record.get("identity") or {}, spec.identity):
-            state += " (text edited since: the batch refreshes it)"
+            state += " (text edited since: --sync-records refreshes it)"
         lines.append(f"| {spec.notebook.stem} | {spec.seed} | {state} | {made} |")
     return "\n".join(lines)
 

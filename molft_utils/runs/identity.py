@@ -20,8 +20,12 @@ never sees outdated prose beside the numbers. Records written before logic hashe
 only; they count as current while the text is identical (the same bytes run the same logic), and the batch
 runner adds the logic hashes to them (:func:`molft_utils.runs.batch.upgrade_record`).
 
-Caveat: a program that reads its own docstrings (``__doc__``) at run time would change without changing its
-logic hash; nothing a notebook runs does that.
+Notebook cells are hashed as the kernel runs them (:func:`cell_logic_source`: IPython turns magics into calls
+where they stand). A notebook that prints package source (``inspect.getsource``, lesson 05) shows comments and
+docstrings as output, so its package code counts by its text. Docstrings read at run time (``__doc__``) only
+feed command-line help here. The logic hashing has a version (:data:`LOGIC_VERSION`): records of another version
+count by their text hashes until upgraded. Python versions agree on the hashes of this code (checked on
+3.10-3.13); syntax one version cannot parse counts by its text there, which can only cause a rerun.
 """
 
 from __future__ import annotations
@@ -36,9 +40,11 @@ import nbformat
 
 __all__ = [
     "LOGIC_KEYS",
+    "LOGIC_VERSION",
     "ORCHESTRATION_MODULES",
     "PACKAGE_DIR",
     "PACKAGE_NAME",
+    "cell_logic_source",
     "code_hash",
     "code_logic_hash",
     "has_logic_hashes",
@@ -51,6 +57,7 @@ __all__ = [
     "notebook_logic_hash",
     "notebook_source_hash",
     "recorded_state",
+    "source_hash",
     "text_change",
 ]
 
@@ -60,6 +67,10 @@ PACKAGE_NAME = (__package__ or __name__).split(".")[0]  # `python -m` runs this 
 #: Modules that only orchestrate runs (never imported by a notebook), as paths relative to :data:`PACKAGE_DIR`;
 #: they do not count in :func:`code_hash`.
 ORCHESTRATION_MODULES = ("runs/batch.py", "runs/cache_jobs.py", "runs/identity.py")
+#: Version of the logic hashing (:func:`logic_source`, :func:`cell_logic_source`). Records made with another
+#: version are compared by their text hashes until :func:`molft_utils.runs.batch.upgrade_record` renews them, so
+#: a change of the hashing never makes a current run look stale.
+LOGIC_VERSION = 1
 #: The batch runner's record of a run (its identity and wall time), beside the run's ``result.json``.
 BATCH_FILE = "batch.json"
 
@@ -67,7 +78,11 @@ BATCH_FILE = "batch.json"
 
 def notebook_source_hash(path: Path) -> str:
     """Hash of the cell types and sources (outputs and metadata do not count)."""
-    nb = nbformat.read(path, as_version=4)
+    return source_hash(nbformat.read(path, as_version=4))
+
+
+def source_hash(nb: nbformat.NotebookNode) -> str:
+    """:func:`notebook_source_hash` of a notebook already read."""
     text = json.dumps([(c.cell_type, c.source) for c in nb.cells])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -79,20 +94,22 @@ def code_hash(package: Path | None = None, files: Sequence[Path] | None = None) 
     ``**/*.py`` of ``package`` except :data:`ORCHESTRATION_MODULES`. ``package`` defaults to
     :data:`PACKAGE_DIR` (this ``molft_utils``, all its subpackages).
     """
-    return _hash_files(package, files, Path.read_bytes)
+    return _hash_files(package, files, bytes)[0]
 
 
-def _hash_files(package: Path | None, files: Sequence[Path] | None, content: Callable[[Path], bytes]) -> str:
-    """Hash of ``content(file)`` by package-relative path for :func:`code_hash` and :func:`code_logic_hash`."""
-    digest = hashlib.sha256()
+def _hash_files(package: Path | None, files: Sequence[Path] | None, *contents: Callable[[bytes], bytes]) -> list[str]:
+    """One hash per ``content`` of the files' bytes, by package-relative path (each file read once)."""
+    digests = [hashlib.sha256() for _ in contents]
     root = Path(package or PACKAGE_DIR)
     chosen = sorted(root.rglob("*.py")) if files is None else sorted(Path(f) for f in files)
     for path in chosen:
         rel = path.relative_to(root).as_posix()
         if rel in ORCHESTRATION_MODULES or "__pycache__" in path.parts:
             continue
-        digest.update(rel.encode() + b"\0" + content(path) + b"\0")
-    return digest.hexdigest()[:16]
+        data = path.read_bytes()
+        for digest, content in zip(digests, contents, strict=True):
+            digest.update(rel.encode() + b"\0" + content(data) + b"\0")
+    return [d.hexdigest()[:16] for d in digests]
 
 
 def _without_magics(source: str) -> str:
@@ -100,25 +117,43 @@ def _without_magics(source: str) -> str:
     return "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines())
 
 
-def logic_source(source: str) -> str:
+def logic_source(source: str, *, keep_module_docstring: bool = False) -> str:
     """What Python executes of ``source``: its syntax tree without docstrings, as text.
 
     Comments, blank lines and formatting do not reach the tree; docstrings (a string constant as the first
-    statement of a module, class or function) are dropped. IPython magics count as their text. Source that does
-    not parse is returned as it is (every byte then counts).
+    statement of a class or function, and of the module unless ``keep_module_docstring``) are dropped. Source
+    that does not parse (or nests too deeply to serialise) is returned as it is: every byte then counts.
     """
-    magics = [line.strip() for line in source.splitlines() if line.lstrip().startswith(("%", "!"))]
     try:
-        tree = ast.parse(_without_magics(source))
-    except SyntaxError:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
         return source
+    kinds = (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef) + (() if keep_module_docstring else (ast.Module,))
     for node in ast.walk(tree):
-        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+        if isinstance(node, kinds):
             body = node.body
             if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
                 if isinstance(body[0].value.value, str):
                     node.body = body[1:]
-    return "\n".join([*magics, _canonical(tree)])
+    try:
+        return _canonical(tree)
+    except RecursionError:
+        return source
+
+
+def cell_logic_source(source: str) -> str:
+    """:func:`logic_source` of a notebook cell as the kernel runs it.
+
+    IPython's own input transformation turns magics and shell escapes into calls where they stand; a cell's first
+    string is kept (a cell made of a string displays it).
+    """
+    try:
+        from IPython.core.inputtransformer2 import TransformerManager
+    except ImportError:  # no IPython: magics stay unparsable, so such a cell counts by its text
+        python = source
+    else:
+        python = TransformerManager().transform_cell(source)
+    return logic_source(python, keep_module_docstring=True)
 
 
 def _canonical(node: object) -> str:
@@ -137,32 +172,48 @@ def _canonical(node: object) -> str:
     return repr(node)
 
 
-def notebook_logic_hash(path: Path) -> str:
-    """Hash of the notebook's code cells as :func:`logic_source` (Markdown, comments and docstrings do not count)."""
-    nb = nbformat.read(path, as_version=4)
-    text = json.dumps([logic_source(c.source) for c in nb.cells if c.cell_type == "code"])
+def _logic_bytes(data: bytes) -> bytes:
+    return logic_source(data.decode("utf-8")).encode()
+
+
+def _notebook_logic_hash(nb: nbformat.NotebookNode) -> str:
+    text = json.dumps([cell_logic_source(c.source) for c in nb.cells if c.cell_type == "code"])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def notebook_logic_hash(path: Path) -> str:
+    """Hash of the notebook's code cells as :func:`cell_logic_source` (Markdown, comments, docstrings do not count)."""
+    return _notebook_logic_hash(nbformat.read(path, as_version=4))
 
 
 def code_logic_hash(package: Path | None = None, files: Sequence[Path] | None = None) -> str:
     """:func:`code_hash` of the same files, each as :func:`logic_source` (comments and docstrings do not count)."""
-    return _hash_files(package, files, lambda path: logic_source(path.read_text(encoding="utf-8")).encode())
+    return _hash_files(package, files, _logic_bytes)[0]
 
 
-def notebook_identity(path: Path, package: Path | None = None) -> dict[str, str]:
-    """The identity of a notebook's code today: its name, text hashes and logic hashes (no parameters)."""
-    files = notebook_code_modules(path, package)
+def notebook_identity(path: Path, package: Path | None = None) -> dict[str, object]:
+    """The identity of a notebook's code today: its name, text hashes and logic hashes (no parameters).
+
+    Each file is read once, so the text and the logic hashes describe the same bytes. A notebook that prints
+    package source (``inspect.getsource``) shows comments and docstrings as output: its package code counts by
+    its text (``code_logic_hash`` is then the text hash).
+    """
+    nb = nbformat.read(path, as_version=4)
+    files = _notebook_modules(nb, Path(package or PACKAGE_DIR))
+    shows_source = any("getsource" in c.source for c in nb.cells if c.cell_type == "code")
+    text, logic = _hash_files(package, files, bytes, _logic_bytes)
     return {
         "notebook": path.name,
-        "notebook_hash": notebook_source_hash(path),
-        "code_hash": code_hash(package, files=files),
-        "notebook_logic_hash": notebook_logic_hash(path),
-        "code_logic_hash": code_logic_hash(package, files=files),
+        "notebook_hash": source_hash(nb),
+        "code_hash": text,
+        "logic_version": LOGIC_VERSION,
+        "notebook_logic_hash": _notebook_logic_hash(nb),
+        "code_logic_hash": text if shows_source else logic,
     }
 
 
 #: The keys of an identity that decide whether a run is current (see :func:`logic_identity`).
-LOGIC_KEYS = ("notebook", "notebook_logic_hash", "code_logic_hash", "parameters")
+LOGIC_KEYS = ("notebook", "logic_version", "notebook_logic_hash", "code_logic_hash", "parameters")
 
 
 def logic_identity(identity: dict) -> dict:
@@ -235,9 +286,12 @@ def notebook_code_modules(path: Path, package: Path | None = None) -> list[Path]
     be parsed (the caller then hashes the whole package). Imports are read statically (``ast``), including the
     ones inside functions and the lazy top-level names of ``molft_utils/__init__.py``.
     """
-    root = Path(package or PACKAGE_DIR)
+    return _notebook_modules(nbformat.read(path, as_version=4), Path(package or PACKAGE_DIR))
+
+
+def _notebook_modules(nb: nbformat.NotebookNode, root: Path) -> list[Path] | None:
+    """:func:`notebook_code_modules` of a notebook already read."""
     maps = _package_maps(root)
-    nb = nbformat.read(path, as_version=4)
     pending: set[str] = {""}
     for cell in nb.cells:
         if cell.cell_type != "code":
@@ -303,17 +357,19 @@ def recorded_state(result_dir: Path, notebooks: Path, package: Path | None = Non
 
 
 def has_logic_hashes(identity: dict) -> bool:
-    """True for an identity with logic hashes; False for a record written before they existed (text hashes only)."""
-    return "notebook_logic_hash" in identity and "code_logic_hash" in identity
+    """True for an identity with logic hashes of this :data:`LOGIC_VERSION`; False for a record written before
+    they existed (text hashes only) or with another version of the logic hashing."""
+    has = "notebook_logic_hash" in identity and "code_logic_hash" in identity
+    return has and identity.get("logic_version") == LOGIC_VERSION
 
 
 def identity_change(old: dict, new: dict) -> str | None:
     """``"notebook changed"`` or ``"code changed"`` between a recorded identity and today's, or None when the
     run is current (parameters are not compared: the caller decides whether they count).
 
-    ``old`` is compared by its logic hashes; a record without them (written before they existed) by its text
-    hashes, which is stricter: the same text runs the same logic. ``new`` must have both kinds
-    (:func:`notebook_identity`).
+    ``old`` is compared by its logic hashes; a record without them (written before they existed, or by another
+    :data:`LOGIC_VERSION`) by its text hashes, which is stricter: the same text runs the same logic. ``new``
+    must have both kinds (:func:`notebook_identity`).
     """
     if old.get("notebook") != new["notebook"]:
         return "notebook changed"
