@@ -427,3 +427,19 @@ def test_notebooks_are_named_by_file_name_or_number(tmp_path: Path, caplog: pyte
     # the command line reports the problem in one line and fails, instead of a traceback
     assert batch.main(["--notebooks", "no_such_lesson", "--status"]) == 1
     assert "no_such_lesson: is neither a .ipynb file nor a numbered notebook" in caplog.text
+
+
+@pytest.mark.usefixtures("in_process_notebooks")
+def test_status_counts_the_checkpoints_a_rerun_would_resume_from(toy: Path, tmp_path: Path) -> None:
+    from molft_utils.runs.checkpoints import Checkpoints
+
+    out = tmp_path / "out"
+    assert batch.main(["--notebooks", str(toy), "--seeds", "0", "--out", str(out), "--no-report"]) == 0
+    spec = batch.plan_runs([toy], [0], out, smoke=True)[0]  # other parameters: a rerun
+    Checkpoints.for_notebook("00_toy", spec.out_dir, toy.parent).get_or_compute("stage", {"k": 1}, lambda: {"x": 1})
+    old = spec.out_dir / "checkpoints" / "other-0.json"  # a record keyed by an older notebook
+    old.write_text(json.dumps({"identity": {"notebook": "00_toy.ipynb", "notebook_hash": "old"}, "value": {}}))
+    assert batch.checkpoint_counts(spec) == (1, 2)
+    assert "| 00_toy | 0 | stale (parameters changed); a rerun resumes from 1 of 2 checkpoints |" in (
+        batch.status_table([spec])
+    )

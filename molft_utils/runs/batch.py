@@ -77,6 +77,7 @@ from molft_utils.runs.identity import (
 __all__ = [
     "RunOutcome",
     "RunSpec",
+    "checkpoint_counts",
     "code_hash",
     "notebook_code_modules",
     "discover_notebooks",
@@ -348,8 +349,28 @@ def status_table(specs: Sequence[RunSpec]) -> str:
         state = "current" if reason is None else ("missing" if reason == "new" else f"stale ({reason})")
         if reason is None and text_change(record.get("identity") or {}, spec.identity):
             state += " (text edited since: --sync-records refreshes it)"
+        usable, total = checkpoint_counts(spec)
+        if reason is not None and total:
+            state += f"; a rerun resumes from {usable} of {total} checkpoints"
         lines.append(f"| {spec.notebook.stem} | {spec.seed} | {state} | {made} |")
     return "\n".join(lines)
+
+
+def checkpoint_counts(spec: RunSpec) -> tuple[int, int]:
+    """(usable, all) stage checkpoints in ``<out_dir>/checkpoints/`` (:mod:`molft_utils.runs.checkpoints`).
+
+    A checkpoint is usable by a rerun of today's notebook when its identity (notebook name and text hashes, the
+    key :class:`~molft_utils.runs.checkpoints.Checkpoints` checks) equals today's.
+    """
+    files = sorted((spec.out_dir / "checkpoints").glob("*.json"))
+    today = {k: spec.identity[k] for k in ("notebook", "notebook_hash", "code_hash")}
+    usable = 0
+    for path in files:
+        try:
+            usable += json.loads(path.read_text(encoding="utf-8")).get("identity") == today
+        except (OSError, json.JSONDecodeError, AttributeError):
+            continue
+    return usable, len(files)
 
 
 @dataclass
