@@ -36,3 +36,20 @@ def test_committed_summary_is_rendered_from_the_committed_results(tmp_path: Path
     assert sorted(p.name for p in (copy / "figures").iterdir()) == sorted(
         p.name for p in (REPORTS / "figures").iterdir()
     )
+
+
+@pytest.mark.integration  # like the summary: a work tree with runs in progress differs from the commit
+@pytest.mark.skipif(not (REPORTS / "summary.md").is_file(), reason="no committed report")
+def test_readme_run_times_are_the_committed_records() -> None:
+    import re
+
+    from molft_utils.runs import run_times
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    block = re.search(re.escape(run_times.START) + r"\n(.*?)\n" + re.escape(run_times.END), readme, flags=re.S)
+    assert block, "README.md has no run-times block"
+    roots = [REPORTS, REPO_ROOT / "reports-quick"]
+    fresh = run_times.table(run_times.collect([r for r in roots if r.is_dir()], REPO_ROOT / "notebooks"))
+    # after new results or a changed notebook:
+    # python -m molft_utils.runs.run_times reports reports-quick --readme README.md
+    assert block.group(1) == fresh, "README.md's run times are out of date (see the comment above)"
