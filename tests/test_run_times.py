@@ -30,7 +30,8 @@ def test_table_lists_each_run_with_its_state_machine_and_time(tmp_path: Path) ->
         ("00_toy", "full", 0, "current"),
         ("00_toy", "full", 1, "current"),
     ]  # the smoke run is left out
-    assert "thread(s) of" in rows[0]["machine"] and rows[1]["machine"] == "not recorded"
+    assert "thread(s) of" in rows[0]["machine"] and ", load " in rows[0]["machine"]
+    assert rows[1]["machine"] == "not recorded"
     text = run_times.table(rows)
     assert "| 00_toy | full | 1 | current | 62 min (3,725 s) | not recorded | - |" in text
 

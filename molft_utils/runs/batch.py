@@ -429,6 +429,7 @@ def _execute(spec: RunSpec, kernel: str, timeout: int | None) -> RunOutcome:
     for old in spec.out_dir.glob("fig[0-9]*.png"):  # an earlier run's figures (numbering may differ) go with it
         old.unlink()
     started = time.time()
+    load_start = os.getloadavg()[0]  # with the end's: was the machine shared while it ran?
     t0 = time.perf_counter()
     log.info("running %s seed=%d → %s", spec.notebook.name, spec.seed, spec.output_notebook)
     try:
@@ -458,6 +459,7 @@ def _execute(spec: RunSpec, kernel: str, timeout: int | None) -> RunOutcome:
         "seconds": seconds,
         "notebook": spec.notebook.name,
         "machine": machine_info(),
+        "load_average": {"start": load_start, "end": os.getloadavg()[0]},
     }
     write_json_atomic(spec.out_dir / BATCH_FILE, record)
     write_stamp(spec, started)

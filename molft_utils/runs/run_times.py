@@ -7,7 +7,8 @@
 
 Each row is one executed run: notebook, profile, seed, whether its result is current
 (:func:`molft_utils.runs.identity.recorded_state`), its wall time as the batch runner measured it, the machine it
-ran on (CPU capability, native bf16, torch threads; recorded since session 12, "not recorded" before) and how
+ran on (CPU capability, native bf16, torch threads; recorded since session 12, "not recorded" before; the 1-minute
+load average at its start and end since session 13: above the core count, the run shared the cores) and how
 many of its fine-tunes came from the run cache (lesson 01 records ``extra.cache_hits``): a run that read its
 models from the cache is not the time of a run from an empty cache. Smoke runs are left out. Nothing in the table
 is typed by hand; the README holds it between ``<!-- run-times:start -->`` and ``<!-- run-times:end -->``.
@@ -42,12 +43,15 @@ def _read(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def _machine(machine: dict | None) -> str:
+def _machine(machine: dict | None, load: dict | None = None) -> str:
     if not isinstance(machine, dict):
         return "not recorded"
     bf16 = "bf16" if machine.get("native_bf16") else "no native bf16 (fp32)"
     threads = machine.get("threads") or "default"
-    return f"{machine.get('torch_cpu_capability', '?')}, {bf16}, {threads} thread(s) of {machine.get('cpu_count')}"
+    text = f"{machine.get('torch_cpu_capability', '?')}, {bf16}, {threads} thread(s) of {machine.get('cpu_count')}"
+    if isinstance(load, dict) and {"start", "end"} <= set(load):
+        text += f", load {load['start']:.1f} → {load['end']:.1f}"
+    return text
 
 
 def collect(roots: Sequence[Path], notebooks: Path) -> list[dict]:
@@ -70,7 +74,7 @@ def collect(roots: Sequence[Path], notebooks: Path) -> list[dict]:
                     "seed": parameters.get("seed", result.get("seed")),
                     "state": recorded_state(run_dir, notebooks),
                     "seconds": record.get("seconds"),
-                    "machine": _machine(record.get("machine")),
+                    "machine": _machine(record.get("machine"), record.get("load_average")),
                     "cached fine-tunes": reused,
                     "record": record_path.relative_to(Path(root).parent).as_posix()
                     if Path(root).is_absolute()
