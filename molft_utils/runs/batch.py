@@ -359,11 +359,14 @@ def status_table(specs: Sequence[RunSpec]) -> str:
 def checkpoint_counts(spec: RunSpec) -> tuple[int, int]:
     """(usable, all) stage checkpoints in ``<out_dir>/checkpoints/`` (:mod:`molft_utils.runs.checkpoints`).
 
-    A checkpoint is usable by a rerun of today's notebook when its identity (notebook name and text hashes, the
-    key :class:`~molft_utils.runs.checkpoints.Checkpoints` checks) equals today's.
+    A checkpoint is usable by a rerun of today's notebook when its identity equals the one
+    :class:`~molft_utils.runs.checkpoints.Checkpoints` computes today
+    (:func:`~molft_utils.runs.checkpoints.notebook_identity`).
     """
+    from molft_utils.runs.checkpoints import notebook_identity as checkpoint_identity
+
     files = sorted((spec.out_dir / "checkpoints").glob("*.json"))
-    today = {k: spec.identity[k] for k in ("notebook", "notebook_hash", "code_hash")}
+    today = checkpoint_identity(spec.notebook.stem, spec.notebook.parent) if files else {}
     usable = 0
     for path in files:
         try:
