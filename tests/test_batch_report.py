@@ -13,7 +13,14 @@ from nbformat import v4
 from molft_utils.core.machine import machine_info
 from molft_utils.core.records import write_result
 from molft_utils.runs import batch
-from molft_utils.runs.report import build_report, markdown_table, method_table, paired_table
+from molft_utils.runs.report import (
+    build_report,
+    diagnostics_table,
+    format_quantity,
+    markdown_table,
+    method_table,
+    paired_table,
+)
 
 PARAMS = "seed = 0\nsmoke = False\nout_dir = None\nscale = 1.0\nfail_on_seed = -1"
 BODY = """
@@ -212,6 +219,35 @@ def test_single_seed_shows_no_spread(tmp_path: Path) -> None:
     write_result(tmp_path / "r", "nb", 0, {"seed": 0}, {"A": {"rmse": 0.81234}})
     recs = [json.loads((tmp_path / "r" / "result.json").read_text())]
     assert method_table(recs).iloc[0]["RMSE"] == "0.812 (n=1)"
+
+
+@pytest.mark.parametrize(
+    ("values", "shown"),
+    [
+        ([0.2795, 0.33], "0.3048 ± 0.0357 (n=2)"),  # four significant digits
+        ([220.04, 210.1], "215.1 ± 7.0 (n=2)"),
+        ([1000, 1000, 1000], "1,000 ± 0 (n=3)"),  # one whole number: no decimals
+        ([12, 13], "12.50 ± 0.71 (n=2)"),  # whole numbers that differ: mean and std alike
+        ([0, 1, 1], "0.6667 ± 0.5774 (n=3)"),  # a flag: the share of seeds
+        ([3437313], "3,437,313 (n=1)"),  # a parameter count, one seed: no spread
+        ([3e-5], "3e-05 (n=1)"),  # a learning rate is not 0.0000
+        ([0.004, 0.004], "0.004 ± 0 (n=2)"),  # the same rate on every seed
+        ([37.8084], "37.81 (n=1)"),
+        ([3.1e-7, 2e-7], "2.55e-07 ± 7.78e-08 (n=2)"),  # a solver residual
+        ([-1.69e12, -3e12], "-2.34e+12 ± 9.26e+11 (n=2)"),
+        ([0.0, 0.0], "0 ± 0 (n=2)"),
+        ([float("nan"), 2.0], "2 (n=1)"),
+        ([float("nan")], "–"),
+    ],
+)
+def test_diagnostics_show_the_digits_their_size_needs(values: list[float], shown: str) -> None:
+    assert format_quantity(values) == shown
+
+
+def test_diagnostics_table_skips_flags_and_text() -> None:
+    recs = [{"extra": {"diagnostics": {"lr": lr, "flag": True, "note": "x"}}} for lr in (1e-4, 3e-4)]
+    table = diagnostics_table(recs)
+    assert table.to_dict("records") == [{"quantity": "lr", "mean ± std (n)": "2.00e-04 ± 1.41e-04 (n=2)"}]
 
 
 def test_report_verdicts_use_recorded_convergence(tmp_path: Path) -> None:

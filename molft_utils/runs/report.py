@@ -30,9 +30,11 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from molft_utils.core.records import load_results
@@ -44,7 +46,6 @@ from molft_utils.runs.comparisons import (
     config_line,
     dataset_line,
     dataset_of,
-    diagnostics_table,
     error_unit,
     group_config,
     group_records,
@@ -65,6 +66,7 @@ __all__ = [
     "comparison_markdown",
     "comparison_table",
     "diagnostics_table",
+    "format_quantity",
     "group_records",
     "lesson_comparisons",
     "markdown_table",
@@ -76,6 +78,63 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+def format_quantity(values: Sequence[float], significant: int = 4) -> str:
+    """Mean ± sample std of one diagnostic with as many digits as its size needs.
+
+    Diagnostics range from solver residuals (1e-7) through learning rates (3e-5) to parameter counts
+    (3,437,313), so a fixed number of decimals prints ``0.0000`` for the first two and ``3437313.0000`` for
+    the last. Here a value that all seeds share is shown as it is (a whole number with thousands separators,
+    others with up to ``significant`` digits); values that differ show ``significant`` digits of the larger of
+    |mean| and std, in scientific notation below 1e-3 or from 1e6 on.
+
+    Parameters
+    ----------
+    values
+        One value per seed; non-finite values are ignored.
+    significant
+        Significant digits of the larger of |mean| and std.
+
+    Returns
+    -------
+    str
+        ``"0.2795 ± 0.0544 (n=2)"``, ``"1,000 ± 0 (n=3)"``, ``"3e-05 (n=1)"`` or ``"–"`` without values.
+    """
+    arr = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+    if arr.size == 0:
+        return "–"
+    mean = float(arr.mean())
+    std = float(arr.std(ddof=1)) if arr.size > 1 else None
+    size = max(abs(mean), std or 0.0)
+    if np.all(arr == arr[0]):  # one value on every seed: a count, a flag, a chosen rate
+
+        def fmt(x: float) -> str:
+            return f"{x:,.0f}" if x == round(x) and abs(x) < 1e9 else f"{x:.{significant}g}"
+
+    elif size != 0 and (size < 1e-3 or size >= 1e6):
+
+        def fmt(x: float) -> str:
+            return f"{x:.{significant - 2}e}"
+    else:
+        decimals = max(0, significant - 1 - math.floor(math.log10(size))) if size else significant
+
+        def fmt(x: float) -> str:
+            return f"{x:,.{decimals}f}"
+
+    spread = f" ± {fmt(std)}" if std is not None else ""
+    return f"{fmt(mean)}{spread} (n={arr.size})"
+
+
+def diagnostics_table(records: Sequence[dict]) -> pd.DataFrame:
+    """Mean ± std of every ``extra["diagnostics"]`` number over ``records``, formatted by :func:`format_quantity`."""
+    values: dict[str, list[float]] = {}
+    for rec in records:
+        for name, v in rec.get("extra", {}).get("diagnostics", {}).items():
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                values.setdefault(name, []).append(float(v))
+    return pd.DataFrame([{"quantity": k, "mean ± std (n)": format_quantity(v)} for k, v in values.items()])
+
 
 #: Per lesson: the question its comparisons answer (one line, shown in *Findings*). The comparisons themselves
 #: (references included) are :mod:`molft_utils.runs.comparisons`'s, shared with the notebooks' findings cells.
