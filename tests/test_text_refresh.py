@@ -85,6 +85,7 @@ def test_text_edit_refreshes_the_executed_notebook_without_a_rerun(tmp_path: Pat
     assert batch.rerun_reason(spec) is None and recorded_state(spec.out_dir, toy.parent) == "current"
     assert "text edited since" in batch.status_table([spec])
 
+    assert batch.sync_reason(spec) == "text edited (notebook_hash)"  # the workflow plans a text job from it
     _run(toy, out)  # skipped, and its text refreshed
     assert (spec.out_dir / "executions.txt").read_text() == "x"  # not executed again
     refreshed = nbformat.read(spec.output_notebook, as_version=4)
@@ -98,13 +99,14 @@ def test_text_edit_refreshes_the_executed_notebook_without_a_rerun(tmp_path: Pat
     assert record["identity"] == spec.identity and record["text_refreshed"][0]["notebook_hash"][1] == (
         spec.identity["notebook_hash"]
     )
-    assert batch.sync_record(spec) == []  # nothing left to do
+    assert batch.sync_record(spec) == [] and batch.sync_reason(spec) is None  # nothing left to do
     assert "text edited since" not in batch.status_table([spec])
 
     nb.cells[-1].source += "\nedited = True"  # logic: a rerun, not a refresh
     nbformat.write(nb, toy)
     spec = batch.plan_runs([toy], [0], out)[0]
     assert batch.rerun_reason(spec) == "notebook changed" and batch.refresh_text(spec) is False
+    assert batch.sync_reason(spec) is None  # a rerun is due, not a text job
     with pytest.raises(ValueError, match="code cells differ"):
         batch._rebuild_text(refreshed, nbformat.read(toy, as_version=4))
 
@@ -115,6 +117,7 @@ def test_old_records_are_upgraded_while_their_text_is_unchanged(tmp_path: Path, 
     legacy = {k: record["identity"][k] for k in ("notebook", "notebook_hash", "code_hash", "parameters")}
     (spec.out_dir / "batch.json").write_text(json.dumps(record | {"identity": legacy}))
     assert batch.rerun_reason(spec) is None  # same text: current
+    assert batch.sync_reason(spec) == "record without logic hashes"
 
     original = toy.read_text()
     nb = nbformat.read(toy, as_version=4)

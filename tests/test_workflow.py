@@ -105,6 +105,19 @@ def test_workflow_and_batch_agree_on_what_is_stale(tmp_path: Path) -> None:
     assert all(batch.rerun_reason(s) is None for s in batch.plan_runs([toy, other], [0], out))
     assert (out / "summary.md").is_file()
 
+    # prose only: a text job refreshes the executed notebook, nothing is executed, the summary follows
+    nb = nbformat.read(toy, as_version=4)
+    nb.cells.append(nbformat.v4.new_markdown_cell("A Discussion written after the run."))
+    nbformat.write(nb, toy)
+    res = _snakemake(tmp_path, "-n", config=cfg)
+    assert _job_counts(res.stdout) == {"text": 1, "summary": 1, "all": 1}, res.stdout + res.stderr
+    assert "00_toy/seed=0: text edited (notebook_hash)" in res.stderr
+    _snakemake(tmp_path, "--cores", "1", config=cfg)
+    executed = nbformat.read(out / "00_toy" / "seed=0" / "00_toy.ipynb", as_version=4)
+    assert executed.cells[-1].source == "A Discussion written after the run."
+    assert (out / "00_toy" / "seed=0" / "executions.txt").read_text() == "x"
+    assert _job_counts(_snakemake(tmp_path, "-n", config=cfg).stdout) == {}
+
 
 @pytest.mark.integration
 def test_smoke_batch_through_snakemake_on_a_custom_csv(tpsa_csv: Path, tmp_path: Path) -> None:

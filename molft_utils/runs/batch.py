@@ -87,6 +87,7 @@ __all__ = [
     "plan_runs",
     "refresh_text",
     "rerun_reason",
+    "sync_reason",
     "sync_record",
     "sync_stamp",
     "upgrade_record",
@@ -321,6 +322,21 @@ def refresh_text(spec: RunSpec) -> bool:
     record["identity"] = spec.identity
     write_json_atomic(spec.out_dir / BATCH_FILE, record)
     return True
+
+
+def sync_reason(spec: RunSpec) -> str | None:
+    """Why :func:`sync_record` would act on ``spec``, or None: a current run whose record predates logic hashes,
+    or whose notebook or package text was edited since it ran (Markdown, comments, docstrings).
+
+    The Snakemake workflow plans a ``text`` job from it, as it plans a ``notebook`` job from :func:`rerun_reason`.
+    """
+    record = _recorded_identity(spec)
+    if record is None or rerun_reason(spec) is not None:
+        return None
+    if not has_logic_hashes(record["identity"]):
+        return "record without logic hashes"
+    changed = text_change(record["identity"], spec.identity)
+    return f"text edited ({', '.join(changed)})" if changed else None
 
 
 def sync_record(spec: RunSpec) -> list[str]:
