@@ -1,9 +1,11 @@
 """Progress bars: one tqdm bar per long computation, switched off through tqdm itself.
 
 Every loop in the package that shows progress goes through :func:`progress_bar`. The caller's ``progress``
-flag only ever *disables* a bar; when it is true, tqdm's own defaults decide, so the environment variable
-``TQDM_DISABLE=1`` (read by tqdm >= 4.66 for any keyword, see ``tqdm.utils.envwrap``) silences every bar of a
-run - CI and the test suite set it - and ``TQDM_MININTERVAL`` etc. work as tqdm documents them.
+flag only ever *disables* a bar; the environment variable ``TQDM_DISABLE=1`` silences every bar of a run - CI,
+the test suite and the batch runner set it. tqdm >= 4.66 reads ``TQDM_*`` variables for any keyword a caller
+leaves out (``tqdm.utils.envwrap``), so ``TQDM_MININTERVAL`` etc. work as tqdm documents them; but
+``tqdm.notebook`` (what ``tqdm.auto`` is inside a Jupyter kernel) passes ``disable=False`` explicitly, which
+overrides the variable, so this module reads ``TQDM_DISABLE`` itself.
 
 In Jupyter, ``tqdm.auto`` draws an ipywidgets bar (``ipywidgets`` is a dependency): one output per bar in an
 executed notebook, however often the bar is updated. Without a widget front end the bars are text on
@@ -12,12 +14,13 @@ executed notebook, however often the bar is updated. Without a widget front end 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
-__all__ = ["progress_bar"]
+__all__ = ["disabled_by_environment", "progress_bar"]
 
 T = TypeVar("T")
 
@@ -41,6 +44,11 @@ def progress_bar(iterable: Iterable[T] | None = None, *, progress: bool = True, 
     """
     if "disable" in kwargs:
         raise TypeError("progress_bar: use progress=False instead of disable= (disable would override TQDM_DISABLE)")
-    if not progress:
+    if not progress or disabled_by_environment():
         kwargs["disable"] = True
     return tqdm(iterable, **kwargs)
+
+
+def disabled_by_environment() -> bool:
+    """True when ``TQDM_DISABLE`` asks for no bars (any value but empty, ``0``, ``false`` or ``no``)."""
+    return os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false", "no")
