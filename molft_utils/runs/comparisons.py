@@ -29,7 +29,6 @@ __all__ = [
     "config_line",
     "dataset_line",
     "dataset_of",
-    "diagnostics_table",
     "error_unit",
     "group_config",
     "group_records",
@@ -51,7 +50,21 @@ IGNORED_CONFIG = ("seed", "out_dir")
 
 
 def group_config(record: dict) -> dict:
-    return {k: v for k, v in record.get("config", {}).items() if k not in IGNORED_CONFIG}
+    """The configuration that groups a record with the other seeds of its batch.
+
+    ``config`` without ``seed`` and ``out_dir``, and without a nested ``seed`` equal to the record's own: lesson 02
+    records its retrain configuration (a dict with the training seed), which would otherwise put every seed of one
+    batch in a group of its own.
+    """
+    config = record.get("config", {})
+    seed = record.get("seed", config.get("seed"))
+
+    def drop_seed(value: object) -> object:
+        if isinstance(value, dict) and "seed" in value and value["seed"] == seed:
+            return {k: v for k, v in value.items() if k != "seed"}
+        return value
+
+    return {k: drop_seed(v) for k, v in config.items() if k not in IGNORED_CONFIG}
 
 
 def group_records(records: Sequence[dict]) -> dict[tuple[str, str], list[dict]]:
@@ -145,16 +158,6 @@ def paired_table(records: Sequence[dict], reference: str | dict, metric: str = "
             }
         )
     return pd.DataFrame(rows)
-
-
-def diagnostics_table(records: Sequence[dict]) -> pd.DataFrame:
-    """Mean ± std of every ``extra["diagnostics"]`` number."""
-    values: dict[str, list[float]] = {}
-    for rec in records:
-        for name, v in rec.get("extra", {}).get("diagnostics", {}).items():
-            if isinstance(v, int | float) and not isinstance(v, bool):
-                values.setdefault(name, []).append(float(v))
-    return pd.DataFrame([{"quantity": k, "mean ± std (n)": mean_std(v, 4)} for k, v in values.items()])
 
 
 def markdown_table(df: pd.DataFrame) -> str:

@@ -74,7 +74,6 @@ __all__ = [
     "model_convergence",
     "paired_table",
     "readable",
-    "without_nested_seed",
 ]
 
 log = logging.getLogger(__name__)
@@ -163,22 +162,6 @@ LESSONS: dict[str, dict] = {
         "fine-tuning and a random forest on ECFP4, on random and scaffold splits?",
     },
 }
-
-
-def without_nested_seed(record: dict) -> dict:
-    """A copy of ``record`` whose configuration drops the run's seed where a nested setting repeats it.
-
-    Lesson 02 records its retrain configuration (a dict with the training seed) in ``config``; the grouping of
-    :func:`~molft_utils.runs.comparisons.group_records` ignores only the top-level ``seed``, so without this the
-    seeds of one batch would fall into one group each. Only a nested ``seed`` equal to the record's own is dropped.
-    """
-    config = record.get("config", {})
-    seed = record.get("seed", config.get("seed"))
-    nested = {k: v for k, v in config.items() if isinstance(v, dict) and "seed" in v and v["seed"] == seed}
-    if not nested:
-        return record
-    cleaned = {k: {kk: vv for kk, vv in v.items() if kk != "seed"} for k, v in nested.items()}
-    return {**record, "config": {**config, **cleaned}}
 
 
 def run_states(records: Sequence[dict], notebooks: Path) -> dict[str, str]:
@@ -297,7 +280,7 @@ def build_report(
     out = Path(out) if out else root / "summary.md"
     data_dir = Path(data_dir) if data_dir else root.resolve().parent / "data"
     notebooks = Path(notebooks) if notebooks else root.resolve().parent / "notebooks"
-    records = [without_nested_seed(r) for r in load_results(root) if "notebook" in r and "metrics" in r]
+    records = [r for r in load_results(root) if "notebook" in r and "metrics" in r]
     states = run_states(records, notebooks)
     commits = sorted({str(r.get("environment", {}).get("git_commit") or "unknown")[:10] for r in records})
     fig_dir = out.parent / "figures"
