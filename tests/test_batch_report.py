@@ -131,7 +131,7 @@ def test_batch_failure_resume_and_report(toy: Path, tmp_path: Path, executor: st
     assert summary.index("## Findings") < summary.index("## 00_toy")
     # no convergence recorded by the toy: the interval says better, the verdict is not decided
     assert "| good | reference | -0.100 | [-0.100, -0.100] | 2/2 | not decided (unconverged) | better |" in summary
-    assert "| answer | 42.0000 ± 0.0000 (n=2) |" in summary
+    assert "| answer | 42 ± 0 (n=2) |" in summary
 
 
 @pytest.mark.usefixtures("in_process_notebooks")
