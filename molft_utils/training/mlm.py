@@ -30,10 +30,11 @@ from torch import nn
 from transformers import DataCollatorForLanguageModeling, PreTrainedModel, PreTrainedTokenizerFast
 from transformers.optimization import get_cosine_schedule_with_warmup
 
-from molft_utils.core.device import autocast, autocast_dtype, get_device, grad_scaler, seed_everything
+from molft_utils.core.device import autocast, autocast_dtype, get_device, seed_everything
 from molft_utils.core.progress import progress_bar
 from molft_utils.models.backbone import mean_pool, speed_up_backbone
 from molft_utils.training.batching import bucketed_batches, sequential_batches
+from molft_utils.training.loop import OptimizerStep
 from molft_utils.training.train import make_adamw
 
 __all__ = ["DescriptorHead", "MLMConfig", "MLMHistory", "evaluate_descriptors", "evaluate_mlm", "train_mlm"]
@@ -289,7 +290,7 @@ def train_mlm(
         weight_decay=cfg.weight_decay,
     )  # fmt: skip
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup_fraction * total_steps), total_steps)
-    scaler = grad_scaler(device, dtype)
+    optimizer_step = OptimizerStep(optimizer, scheduler, device, dtype, cfg.max_grad_norm)
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=cfg.mlm_probability)
 
     history = MLMHistory()
@@ -326,6 +327,23 @@ def train_mlm(
         history.rows.append(row)
         log.info("MLM %s", {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
 
+    def batch_loss(batch: dict[str, torch.Tensor], batch_idx: list[int]) -> torch.Tensor:
+        if use_mlm:
+            out = model(**batch, output_hidden_states=use_desc)
+            loss = cfg.mlm_weight * out.loss
+            hidden = out.hidden_states[-1] if use_desc else None
+        else:
+            loss = 0.0
+            hidden = _encoder(model)(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+            ).last_hidden_state
+        if use_desc:
+            pooled = mean_pool(hidden.float(), batch["attention_mask"])
+            target = desc_t[torch.as_tensor(batch_idx)].to(device)
+            desc_loss = nn.functional.mse_loss(descriptor_head(pooled).float(), target)
+            loss = loss + cfg.descriptor_weight * desc_loss
+        return loss
+
     t0 = time.perf_counter()
     if step == 0 and valid_ids:
         evaluate_and_log(float("nan"))
@@ -343,34 +361,11 @@ def train_mlm(
             else:
                 batch = dict(tokenizer.pad({"input_ids": [ids[i] for i in batch_idx]}, return_tensors="pt"))
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            with autocast(device, dtype):
-                if use_mlm:
-                    out = model(**batch, output_hidden_states=use_desc)
-                    loss = cfg.mlm_weight * out.loss
-                    hidden = out.hidden_states[-1] if use_desc else None
-                else:
-                    loss = 0.0
-                    hidden = _encoder(model)(
-                        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-                    ).last_hidden_state
-                if use_desc:
-                    pooled = mean_pool(hidden.float(), batch["attention_mask"])
-                    target = desc_t[torch.as_tensor(batch_idx)].to(device)
-                    desc_loss = nn.functional.mse_loss(descriptor_head(pooled).float(), target)
-                    loss = loss + cfg.descriptor_weight * desc_loss
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]],
-                                           cfg.max_grad_norm)  # fmt: skip
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
+            running += optimizer_step(batch_loss, batch, batch_idx)
             step += 1
             history.steps = step
             history.molecules_seen += len(batch_idx)
             history.tokens_seen += int(batch["attention_mask"].sum())
-            running += loss.item()
             n_running += 1
             bar.update(1)
             if cfg.eval_every and step % cfg.eval_every == 0:

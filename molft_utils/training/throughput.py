@@ -26,7 +26,8 @@ from torch import nn
 from molft_utils.core.device import autocast, autocast_dtype, get_device, seed_everything
 from molft_utils.models.backbone import RegressionModel
 from molft_utils.training.batching import bucketed_batches, sequential_batches
-from molft_utils.training.train import _encode, _pad, make_adamw
+from molft_utils.training.collate import collate, encode
+from molft_utils.training.train import make_adamw
 
 __all__ = [
     "OP_KINDS",
@@ -156,13 +157,13 @@ def measure_throughput(
     seed_everything(seed)
     model.to(device).train()
     shape = model_shape(model)
-    ids = _encode(tokenizer, smiles)
+    ids = encode(tokenizer, smiles)
     batches = bucketed_batches([len(x) for x in ids], batch_size, np.random.default_rng(seed), 20)
     optimizer = make_adamw([{"params": list(model.parameters()), "lr": 1e-5}], 0.01)
     n_mol, padded, seconds, flops = 0, 0, 0.0, 0.0
     for i in range(warmup + steps):
         idx = batches[i % len(batches)]
-        batch = _pad(tokenizer, [ids[j] for j in idx], device)
+        batch = collate(tokenizer, [ids[j] for j in idx], device)
         _sync(device)
         t0 = time.perf_counter()
         train_step(model, optimizer, batch, device, dtype)
@@ -196,14 +197,14 @@ def measure_inference(
     dtype = autocast_dtype(device, mixed_precision)
     model.to(device).eval()
     shape = model_shape(model)
-    ids = _encode(tokenizer, smiles[:max_molecules])
+    ids = encode(tokenizer, smiles[:max_molecules])
     batches = sequential_batches([len(x) for x in ids], batch_size)
     for idx in batches[:warmup]:
         with autocast(device, dtype):
-            model(**_pad(tokenizer, [ids[j] for j in idx], device))
+            model(**collate(tokenizer, [ids[j] for j in idx], device))
     n_mol, padded, seconds, flops = 0, 0, 0.0, 0.0
     for idx in batches:
-        batch = _pad(tokenizer, [ids[j] for j in idx], device)
+        batch = collate(tokenizer, [ids[j] for j in idx], device)
         _sync(device)
         t0 = time.perf_counter()
         with autocast(device, dtype):
@@ -240,7 +241,7 @@ def interleaved_speedup(
     """
     device = get_device()
     dtype = autocast_dtype(device, mixed_precision)
-    ids = _encode(tokenizer, smiles)
+    ids = encode(tokenizer, smiles)
     batches = bucketed_batches([len(x) for x in ids], batch_size, np.random.default_rng(seed), 20)
     models = {}
     for impl in ("fast", "eager"):
@@ -254,7 +255,7 @@ def interleaved_speedup(
         t0 = time.perf_counter()
         for i in range(start, start + steps_per_block):
             idx = batches[i % len(batches)]
-            train_step(m, opt, _pad(tokenizer, [ids[j] for j in idx], device), device, dtype)
+            train_step(m, opt, collate(tokenizer, [ids[j] for j in idx], device), device, dtype)
         _sync(device)
         return time.perf_counter() - t0
 
@@ -265,7 +266,7 @@ def interleaved_speedup(
         for i in range(start, start + steps_per_block):
             idx = batches[i % len(batches)]
             with autocast(device, dtype):
-                m(**_pad(tokenizer, [ids[j] for j in idx], device)).float().cpu()
+                m(**collate(tokenizer, [ids[j] for j in idx], device)).float().cpu()
         _sync(device)
         return time.perf_counter() - t0
 
@@ -324,13 +325,13 @@ def profile_training_step(
     dtype = autocast_dtype(device, "auto")
     seed_everything(0)
     model.to(device).train()
-    ids = _encode(tokenizer, smiles)
+    ids = encode(tokenizer, smiles)
     batches = bucketed_batches([len(x) for x in ids], batch_size, np.random.default_rng(0), 20)
     optimizer = make_adamw([{"params": list(model.parameters()), "lr": 1e-5}], 0.01)
 
     def step(i: int) -> None:
         idx = batches[i % len(batches)]
-        train_step(model, optimizer, _pad(tokenizer, [ids[j] for j in idx], device), device, dtype)
+        train_step(model, optimizer, collate(tokenizer, [ids[j] for j in idx], device), device, dtype)
 
     for i in range(warmup):
         step(i)

@@ -26,10 +26,12 @@ import torch
 from transformers import PreTrainedTokenizerBase
 from transformers.optimization import get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
 
-from molft_utils.core.device import autocast, autocast_dtype, get_device, grad_scaler, seed_everything
+from molft_utils.core.device import autocast, autocast_dtype, get_device, seed_everything
 from molft_utils.core.progress import progress_bar
 from molft_utils.models.backbone import RegressionModel
 from molft_utils.training.batching import bucketed_batches, sequential_batches
+from molft_utils.training.collate import collate, encode
+from molft_utils.training.loop import OptimizerStep
 from molft_utils.training.metrics import regression_metrics
 
 __all__ = ["FitResult", "TargetScaler", "TrainConfig", "TrainHooks", "fit", "predict"]
@@ -151,15 +153,6 @@ def _log_once(message: str) -> None:
     log.info(message)
 
 
-def _encode(tokenizer: PreTrainedTokenizerBase, smiles: Sequence[str]) -> list[list[int]]:
-    return tokenizer(list(smiles), truncation=True)["input_ids"]
-
-
-def _pad(tokenizer: PreTrainedTokenizerBase, ids: list[list[int]], device: torch.device) -> dict[str, torch.Tensor]:
-    batch = tokenizer.pad({"input_ids": ids}, return_tensors="pt")
-    return {"input_ids": batch["input_ids"].to(device), "attention_mask": batch["attention_mask"].to(device)}
-
-
 @torch.no_grad()
 def _predict_ids(
     model: RegressionModel,
@@ -173,7 +166,7 @@ def _predict_ids(
     model.eval()
     out = np.empty(len(ids))
     for idx in sequential_batches([len(x) for x in ids], batch_size):
-        batch = _pad(tokenizer, [ids[i] for i in idx], device)
+        batch = collate(tokenizer, [ids[i] for i in idx], device)
         with autocast(device, dtype):
             out[idx] = model(**batch).float().cpu().numpy()
     model.train(was_training)
@@ -191,7 +184,7 @@ def predict(
     """Predictions for ``smiles`` in original label units."""
     device = next(model.parameters()).device
     scaled = _predict_ids(
-        model, tokenizer, _encode(tokenizer, smiles), batch_size, autocast_dtype(device, mixed_precision)
+        model, tokenizer, encode(tokenizer, smiles), batch_size, autocast_dtype(device, mixed_precision)
     )
     return scaler.inverse(scaled)
 
@@ -226,8 +219,8 @@ def fit(
     scaler = TargetScaler(cfg.target_scaling).fit(train_y)
     y_train = torch.tensor(scaler.transform(train_y), dtype=torch.float32)
     valid_y = np.asarray(valid_y, dtype=float)
-    ids = _encode(tokenizer, train_smiles)
-    valid_ids = _encode(tokenizer, valid_smiles)
+    ids = encode(tokenizer, train_smiles)
+    valid_ids = encode(tokenizer, valid_smiles)
     lengths = [len(x) for x in ids]
 
     named = list(hooks.trainable(model)) if hooks.trainable else list(model.named_parameters())
@@ -242,35 +235,31 @@ def fit(
     total = steps_per_epoch * cfg.epochs
     make_schedule = {"linear": get_linear_schedule_with_warmup, "cosine": get_cosine_schedule_with_warmup}[cfg.schedule]
     schedule = make_schedule(optimizer, int(cfg.warmup_fraction * total), total)
-    grad_scale = grad_scaler(device, dtype)
+    after_step = hooks.after_optimizer_step
+    optimizer_step = OptimizerStep(
+        optimizer, schedule, device, dtype, cfg.max_grad_norm, parameters=[p for _, p in named],
+        after_step=None if after_step is None else functools.partial(after_step, model),
+    )  # fmt: skip
     rng = np.random.default_rng(cfg.seed)
 
+    def regression_loss(batch: dict[str, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+        pred, features = model(**batch, return_features=True)
+        loss = torch.nn.functional.mse_loss(pred.float(), target)
+        if hooks.extra_loss is not None:
+            loss = loss + hooks.extra_loss(model, batch, pred, features)
+        return loss
+
     result = FitResult(scaler=scaler, n_trainable=sum(p.numel() for _, p in named), config=asdict(cfg))
-    best_state, best_rmse, bad_epochs, global_step = None, float("inf"), 0, 0
+    best_state, best_rmse, bad_epochs = None, float("inf"), 0
     t_start = time.perf_counter()
     bar = progress_bar(range(1, cfg.epochs + 1), progress=progress, desc="fine-tune", unit="epoch")
     for epoch in bar:
         t0 = time.perf_counter()
         losses = []
         for idx in bucketed_batches(lengths, cfg.batch_size, rng, cfg.bucket_batches):
-            batch = _pad(tokenizer, [ids[i] for i in idx], device)
+            batch = collate(tokenizer, [ids[i] for i in idx], device)
             target = y_train[idx].to(device)
-            with autocast(device, dtype):
-                pred, features = model(**batch, return_features=True)
-                loss = torch.nn.functional.mse_loss(pred.float(), target)
-                if hooks.extra_loss is not None:
-                    loss = loss + hooks.extra_loss(model, batch, pred, features)
-            grad_scale.scale(loss).backward()
-            grad_scale.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_([p for _, p in named], cfg.max_grad_norm)
-            grad_scale.step(optimizer)
-            grad_scale.update()
-            global_step += 1
-            if hooks.after_optimizer_step is not None:
-                hooks.after_optimizer_step(model, global_step)
-            optimizer.zero_grad(set_to_none=True)
-            schedule.step()
-            losses.append(loss.item())
+            losses.append(optimizer_step(regression_loss, batch, target))
         seconds = time.perf_counter() - t0
         valid_pred = scaler.inverse(_predict_ids(model, tokenizer, valid_ids, cfg.eval_batch_size, dtype))
         valid_metrics = regression_metrics(valid_y, valid_pred)
