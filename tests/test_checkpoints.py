@@ -7,8 +7,10 @@ import json
 import math
 from pathlib import Path
 
+import nbformat
 import numpy as np
 import pytest
+from nbformat import v4
 from test_batch_report import _toy_notebook
 
 from molft_utils.runs.checkpoints import Checkpoints, notebook_identity
@@ -69,14 +71,19 @@ def test_an_edited_record_is_an_error_and_finish_removes_the_folder(tmp_path: Pa
     assert not (tmp_path / "ck").exists()
 
 
-def test_identity_follows_the_notebook_source(tmp_path: Path) -> None:
+def test_identity_follows_the_notebook_logic(tmp_path: Path) -> None:
     nbs = tmp_path / "nbs"
     nbs.mkdir()
     toy = _toy_notebook(nbs / "00_toy.ipynb")
     before = notebook_identity("00_toy", nbs)
-    assert before["notebook"] == "00_toy.ipynb" and len(before["code_hash"]) == 16
+    assert before["notebook"] == "00_toy.ipynb" and len(before["code_logic_hash"]) == 16
+    nb = nbformat.read(toy, as_version=4)
+    nb.cells.append(v4.new_markdown_cell("A Discussion written while the run was cut short."))
+    nb.cells[-2].source = "# a comment\n" + nb.cells[-2].source
+    nbformat.write(nb, toy)
+    assert notebook_identity("00_toy", nbs) == before  # prose and comments keep the checkpoints valid
     _toy_notebook(toy, body="x = 1")
-    assert notebook_identity("00_toy", nbs)["notebook_hash"] != before["notebook_hash"]
+    assert notebook_identity("00_toy", nbs)["notebook_logic_hash"] != before["notebook_logic_hash"]
     ck = Checkpoints.for_notebook("00_toy", tmp_path / "run", nbs)
     assert ck.root == tmp_path / "run" / "checkpoints"
     with pytest.raises(FileNotFoundError, match="no such notebook"):

@@ -6,9 +6,10 @@ and what was measured on it — is written as a small JSON record into the run's
 (``<out_dir>/checkpoints/``); when the run starts again, a stage whose record exists is read back instead
 of being recomputed. Committing that folder carries a half-finished run into the next session.
 
-A record is reused only by a run of the **same notebook source and package code** (the identity the batch
-runner uses, :mod:`molft_utils.runs.identity`) and the **same stage key** (everything the stage's computation
-depends on: method, rate, configuration, data); anything else misses and is recomputed. Once the run has
+A record is reused only by a run of the **same notebook and package logic** (the identity the batch runner
+uses, :mod:`molft_utils.runs.identity`: Markdown, comments and docstrings do not count) and the **same stage
+key** (everything the stage's computation depends on: method, rate, configuration, data); anything else misses
+and is recomputed. Once the run has
 written its ``result.json`` (which then holds the numbers), :meth:`Checkpoints.finish` deletes the folder.
 Records hold plain JSON; NaN stays NaN. The executed notebook says which stages were resumed.
 
@@ -34,7 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from molft_utils.core.records import REPO_ROOT, config_hash, to_jsonable
-from molft_utils.runs.identity import code_hash, notebook_code_modules, notebook_source_hash
+from molft_utils.runs.identity import logic_identity
+from molft_utils.runs.identity import notebook_identity as identity_of
 
 __all__ = ["Checkpoints", "notebook_identity"]
 
@@ -43,16 +45,13 @@ log = logging.getLogger(__name__)
 FOLDER = "checkpoints"
 
 
-def notebook_identity(name: str, notebooks: Path | None = None) -> dict[str, str]:
-    """The notebook source hash and package-code hash of ``notebooks/<name>.ipynb`` (the batch runner's rule)."""
+def notebook_identity(name: str, notebooks: Path | None = None) -> dict[str, object]:
+    """The logic of ``notebooks/<name>.ipynb`` and of the package code it runs (the batch runner's rerun rule):
+    an edit of Markdown, comments or docstrings keeps a half-finished run's checkpoints valid."""
     path = Path(notebooks or REPO_ROOT / "notebooks") / f"{name}.ipynb"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such notebook, so its checkpoints cannot be keyed by its source")
-    return {
-        "notebook": path.name,
-        "notebook_hash": notebook_source_hash(path),
-        "code_hash": code_hash(files=notebook_code_modules(path)),
-    }
+    return {k: v for k, v in logic_identity(identity_of(path)).items() if k != "parameters"}
 
 
 def _plain(obj: Any) -> Any:

@@ -2,7 +2,8 @@
 
 Every notebook starts from the same few artefacts, so they are built once and reused through
 :class:`~molft_utils.core.records.ModelCache`, keyed by everything that determines them (data checksum,
-split, backbone weights, hyper-parameters, seed, code version):
+split, backbone weights, hyper-parameters, seed, the logic of the code that builds them and the precision it
+trains in, :func:`code_version`):
 
 * :func:`load_task` — a data set (Lipophilicity by default, or any registered name / SMILES + label CSV,
   see :mod:`molft_utils.data.datasets`) with its saved split, and the external pool (or, for a data set without
@@ -30,6 +31,7 @@ import pandas as pd
 import torch
 from transformers import AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from molft_utils.core.device import autocast_dtype, get_device
 from molft_utils.core.records import ModelCache, to_jsonable
 from molft_utils.core.settings import get_settings
 from molft_utils.data.datasets import DEFAULT_DATASET, DatasetSpec, get_dataset, is_registered_default
@@ -46,6 +48,7 @@ from molft_utils.models.backbone import (
     resolve_backbone,
 )
 from molft_utils.pretraining.corpus import sha256
+from molft_utils.runs.identity import module_logic_hash
 from molft_utils.training import convergence as _convergence
 from molft_utils.training.metrics import regression_metrics
 from molft_utils.training.mlm import MLMConfig, MLMHistory, train_mlm
@@ -57,6 +60,7 @@ __all__ = [
     "FinetuneArtefact",
     "Task",
     "backbone_identity",
+    "code_version",
     "convergence",
     "evaluate",
     "finetuned_model",
@@ -77,8 +81,24 @@ log = logging.getLogger(__name__)
 SMOKE_SIZES = {"train": 64, "valid": 32, "test": 32, "pool": 40}
 #: Share of the training split held out as the pool (lessons 02, 03) for a data set without an external pool.
 POOL_FRACTION = 0.2
-#: Bump when the way an artefact is built changes; old cache entries are then never reused.
-CODE_VERSIONS = {"finetuned": "2", "mlm_adapted": "2", "descriptor_adapted": "1"}
+
+
+def code_version(mixed_precision: str, module: str = "runs.finetune") -> dict[str, str]:
+    """The code and arithmetic behind a cached artefact: part of every cache key of this module (and of
+    :mod:`~molft_utils.runs.influence_runs`, which passes its own ``module``).
+
+    ``code_version`` is the logic hash of ``module`` and everything it imports from the package
+    (:func:`~molft_utils.runs.identity.module_logic_hash`), so an edit of the code that builds a model rebuilds it
+    (an edit of comments or docstrings does not). ``device`` and ``autocast`` are what ``mixed_precision`` resolves
+    to on this machine (``"auto"`` is bf16 on a CPU with native bf16, fp32 on one without), because the same
+    recipe trains a different model in another precision.
+    """
+    device = get_device()
+    return {
+        "code_version": module_logic_hash(module),
+        "device": device.type,
+        "autocast": str(autocast_dtype(device, mixed_precision)),
+    }
 
 
 #: The notebook-01 fine-tuning recipe. Notebook 01 states the same values in its parameters cell (a test
@@ -341,7 +361,7 @@ def mlm_adapted_backbone(
     cache = cache or ModelCache()
     corpus = list(task.train.smiles) + list(task.pool.smiles)
     key = {
-        "code_version": CODE_VERSIONS["mlm_adapted"],
+        **code_version(cfg.mixed_precision),
         "task": task.key,
         "corpus_sha256": hashlib.sha256("\n".join(corpus).encode()).hexdigest(),
         **backbone_identity(model),
@@ -389,7 +409,7 @@ def descriptor_adapted_backbone(
     cache = cache or ModelCache()
     corpus = list(task.train.smiles) + list(task.pool.smiles)
     key = {
-        "code_version": CODE_VERSIONS["descriptor_adapted"],
+        **code_version(cfg.mixed_precision),
         "task": task.key,
         "corpus_sha256": hashlib.sha256("\n".join(corpus).encode()).hexdigest(),
         "descriptors": list(DESCRIPTOR_NAMES),
@@ -470,7 +490,7 @@ def finetuned_model(
     tcfg = train_config or TrainConfig()
     cache = cache or ModelCache()
     key = {
-        "code_version": CODE_VERSIONS["finetuned"],
+        **code_version(tcfg.mixed_precision),
         "task": task.key,
         **backbone_identity(model),
         "init": init,

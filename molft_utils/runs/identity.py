@@ -31,6 +31,7 @@ count by their text hashes until upgraded. Python versions agree on the hashes o
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import json
 from collections.abc import Callable, Sequence
@@ -51,6 +52,8 @@ __all__ = [
     "identity_change",
     "logic_identity",
     "logic_source",
+    "module_code_modules",
+    "module_logic_hash",
     "notebook_code_modules",
     "notebook_defaults",
     "notebook_identity",
@@ -300,6 +303,31 @@ def _notebook_modules(nb: nbformat.NotebookNode, root: Path) -> list[Path] | Non
             pending |= _imported_modules(ast.parse(_without_magics(cell.source)), root, maps)
         except SyntaxError:
             return None
+    return _closure(pending, root, maps)
+
+
+def module_code_modules(dotted: str, package: Path | None = None) -> list[Path]:
+    """The package's source files that ``molft_utils.<dotted>`` runs when imported: it and its imports of the
+    package, followed transitively (as :func:`notebook_code_modules` does for a notebook)."""
+    root = Path(package or PACKAGE_DIR)
+    if _module_file(root, dotted) is None:
+        raise ValueError(f"{PACKAGE_NAME}.{dotted}: no such module")
+    return _closure({"", dotted}, root, _package_maps(root))
+
+
+@functools.cache
+def module_logic_hash(dotted: str) -> str:
+    """:func:`code_logic_hash` of :func:`module_code_modules`: the version of the code behind a cached artefact.
+
+    Cache keys carry it instead of a hand-bumped version number, so an artefact is rebuilt exactly when the logic
+    of the code that builds it changed (comments and docstrings do not count). Computed once per process.
+    """
+    return code_logic_hash(files=module_code_modules(dotted))
+
+
+def _closure(pending: set[str], root: Path, maps: dict[str, str]) -> list[Path]:
+    """The files of the package modules ``pending`` and everything they import from the package, sorted."""
+    pending = set(pending)
     seen: dict[str, Path] = {}
     while pending:
         dotted = pending.pop()

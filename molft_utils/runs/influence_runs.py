@@ -58,7 +58,8 @@ from molft_utils.methods.head_influence import (  # re-exported: the notebooks c
     verify_tiny_network,
 )
 from molft_utils.models.backbone import RegressionModel, load_backbone
-from molft_utils.runs.finetune import FinetuneArtefact
+from molft_utils.runs.finetune import FinetuneArtefact, code_version
+from molft_utils.runs.identity import module_logic_hash
 from molft_utils.training.train import FitResult, TargetScaler, TrainConfig, fit
 
 __all__ = [
@@ -69,7 +70,6 @@ __all__ = [
     "HeadInfluence",
     "HeadProblem",
     "influence_cache_key",
-    "INFLUENCE_CODE_VERSION",
     "influence_settings",
     "retrain_with_additions",
     "select_additions",
@@ -85,8 +85,6 @@ log = logging.getLogger(__name__)
 # head influence through the run cache (shared by notebooks 02 and 03)
 # --------------------------------------------------------------------------------------------
 
-#: Bump when what :func:`cached_head_influence` stores, or how :func:`head_influence` computes it, changes.
-INFLUENCE_CODE_VERSION = "3"  # 3: LiSSA records its relative residual
 
 
 def influence_settings(
@@ -124,7 +122,7 @@ def influence_cache_key(
     if unknown:
         raise TypeError(f"unknown influence settings {sorted(unknown)}; known: {sorted(SOLVER_DEFAULTS)}")
     return {
-        "code_version": INFLUENCE_CODE_VERSION,
+        "code_version": module_logic_hash("runs.influence_runs"),  # the code that computes the scores
         "method": "head_influence",
         "finetuned_entry": str(model_entry),
         "train_sha256": frame_sha256(train),
@@ -286,7 +284,7 @@ def retrain_with_additions(
     smiles = list(train.smiles) + list(additions.smiles)
     labels = list(train.label) + list(additions.label)
     key = {
-        "code_version": "1",
+        **code_version(config.mixed_precision, "runs.influence_runs"),  # this module's code (and all it imports)
         "backbone": Path(backbone_path).name,
         "train_data": _digest(smiles, labels),
         "valid_data": _digest(list(valid.smiles), list(valid.label)),
