@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbformat import v4
 
 from molft_utils.runs import batch, identity
@@ -92,3 +93,17 @@ def test_every_lesson_covers_its_own_method_modules() -> None:
     assert any(f.startswith("methods/peft_methods/") for f in files["04"])
     assert not any(f.startswith("methods/peft_methods/") for f in files["01"])
     assert any(f.startswith("methods/robust/") for f in files["05"])
+
+
+def test_cache_keys_carry_the_logic_of_the_code_that_builds_them() -> None:
+    from molft_utils.runs.finetune import code_version
+    from molft_utils.runs.identity import module_code_modules, module_logic_hash
+
+    files = {p.relative_to(p.parents[1]).as_posix() for p in module_code_modules("runs.finetune")}
+    assert {"runs/finetune.py", "training/train.py", "training/mlm.py", "runs/identity.py"} <= files
+    assert "runs/report.py" not in files  # only what the module imports
+    key = code_version("no")
+    assert key == {"code_version": module_logic_hash("runs.finetune"), "device": "cpu", "autocast": "None"}
+    assert code_version("no", "runs.influence_runs")["code_version"] != key["code_version"]
+    with pytest.raises(ValueError, match="no such module"):
+        module_code_modules("runs.nothing_here")
