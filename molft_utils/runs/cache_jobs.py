@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 
 #: The cache entries a job can build: ``mlm`` (domain-adapted backbone) and the three fine-tunes.
 KINDS = ("mlm", "finetuned-random", "finetuned-pretrained", "finetuned-mlm")
-_PIPELINE = Path(__file__).resolve().parent / "finetune.py"
+_PIPELINE = Path(__file__).resolve().parent / "tasks.py"  # where load_task is defined
 _LESSON01 = Path(__file__).resolve().parents[2] / "notebooks" / "01_finetune_and_mlm.ipynb"
 _FIXED = ("split", "seed", "smoke")
 #: Notebook parameters that change the recipe of the cached models.
@@ -61,7 +61,7 @@ RECIPE_OPTIONS = ("profile", "random_init_epochs")
 
 
 def task_option_names(pipeline_source: Path = _PIPELINE) -> tuple[str, ...]:
-    """Keyword arguments of ``pipeline.load_task`` other than split/seed/smoke (read from the source, no import)."""
+    """Keyword arguments of ``tasks.load_task`` other than split/seed/smoke (read from the source, no import)."""
     tree = ast.parse(pipeline_source.read_text(encoding="utf-8"))
     for node in tree.body:
         if isinstance(node, ast.FunctionDef) and node.name == "load_task":
