@@ -50,7 +50,8 @@ def test_tqdm_disable_also_silences_notebook_bars() -> None:
         "print(m.progress_bar([]).disable)"
     )
     assert _run(code, "1").stdout.split() == ["True"]
-    assert _run(code, "0").stdout.split()[-1] == "False"  # (outside Jupyter the bar prints as text)
+    assert _run(code, "0").stdout.split() == ["True"]  # as tqdm reads it: any non-empty value disables
+    assert _run(code, None).stdout.split()[-1] == "False"  # (outside Jupyter the bar prints as text)
 
 
 FIT_CODE = f"""

@@ -166,6 +166,9 @@ def test_smoke_batch_through_snakemake_on_a_custom_csv(tpsa_csv: Path, tmp_path:
     assert all("has no external pool" in text for text in executed.values()) and len(executed) == 2
     markers = sorted(p.stem for p in (cache / "workflow").rglob("*.json"))
     assert markers == sorted(cache_jobs.KINDS)
+    # named by the logic of the code that builds the models, as their cache keys are: an edit of it reruns the jobs
+    code = identity.module_logic_hash("runs.finetune")
+    assert {p.parent.name for p in (cache / "workflow").rglob("*.json")} == {f"code={code}"}
     # the notebooks loaded lesson 01's models that the cache jobs had built for this data set
     assert "cache hit: True" in executed["02_influence_lissa"]
     assert tracked_data_state() == before, "tracked data/ must not change"

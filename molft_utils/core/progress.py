@@ -50,5 +50,6 @@ def progress_bar(iterable: Iterable[T] | None = None, *, progress: bool = True, 
 
 
 def disabled_by_environment() -> bool:
-    """True when ``TQDM_DISABLE`` asks for no bars (any value but empty, ``0``, ``false`` or ``no``)."""
-    return os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false", "no")
+    """True when ``TQDM_DISABLE`` is set to anything non-empty: tqdm's own reading (``bool(value)``, so even ``0``
+    disables), which plain bars apply themselves and notebook bars would override."""
+    return bool(os.environ.get("TQDM_DISABLE"))

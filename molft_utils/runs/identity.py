@@ -67,8 +67,10 @@ __all__ = [
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 #: The import name of the package (whatever folder :data:`PACKAGE_DIR` points to).
 PACKAGE_NAME = (__package__ or __name__).split(".")[0]  # `python -m` runs this module as __main__
-#: Modules that only orchestrate runs (never imported by a notebook), as paths relative to :data:`PACKAGE_DIR`;
-#: they do not count in :func:`code_hash`.
+#: Modules that orchestrate runs, as paths relative to :data:`PACKAGE_DIR`: they do not count in the whole-package
+#: :func:`code_hash`. A notebook's own closure (:func:`notebook_code_modules`) counts whatever it imports, this
+#: module included (lessons 02-04 reach it through their checkpoints, every lesson through the cache keys of
+#: :func:`molft_utils.runs.finetune.code_version`).
 ORCHESTRATION_MODULES = ("runs/batch.py", "runs/cache_jobs.py", "runs/identity.py")
 #: Version of the logic hashing (:func:`logic_source`, :func:`cell_logic_source`). Records made with another
 #: version are compared by their text hashes until :func:`molft_utils.runs.batch.upgrade_record` renews them, so
