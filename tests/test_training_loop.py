@@ -109,3 +109,39 @@ def test_the_loss_is_computed_under_autocast_with_its_arguments() -> None:
     step(loss_of, x, y)
     assert inside == [True] and not torch.is_autocast_enabled("cpu")
     assert step.parameters == optimizer_parameters(optimizer) == list(model.parameters())
+
+
+def test_plateau_scale_warms_up_then_halves_after_stalled_epochs() -> None:
+    from molft_utils.training.loop import PlateauScale
+
+    scale = PlateauScale(warmup_steps=4, factor=0.5, patience=2)
+    assert [scale(s) for s in (0, 2, 4, 9)] == [0.0, 0.5, 1.0, 1.0]
+    for improved in (True, False, True, False):  # never two bad epochs in a row: no change
+        scale.epoch_end(improved)
+    assert scale(9) == 1.0
+    scale.epoch_end(False)  # second bad epoch in a row
+    assert scale(9) == 0.5
+    for _ in range(2):
+        scale.epoch_end(False)
+    assert scale(9) == 0.25
+    with pytest.raises(ValueError):
+        PlateauScale(0)
+
+
+def test_fit_with_the_plateau_schedule_lowers_the_rate_when_validation_stalls(tiny_mlm, tokenizer) -> None:
+    from molft_utils.models.backbone import RegressionModel, random_init_like
+    from molft_utils.training.train import TrainConfig, fit
+
+    smiles = ["C" * n for n in range(1, 13)]
+    y = [n / 10 for n in range(1, 13)]
+    cfg = TrainConfig(epochs=6, batch_size=4, lr_backbone=1e-3, lr_head=1e-3, patience=6, mixed_precision="no",
+                      schedule="plateau", plateau_patience=1, warmup_fraction=0.0)
+    torch.manual_seed(0)
+    res = fit(RegressionModel(random_init_like(tiny_mlm.roformer)), tokenizer, smiles, y, smiles, [0.0] * len(y),
+              cfg, progress=False)  # validation labels all zero: the score soon stops improving
+    rows = res.history
+    improved = [i == 0 or r["valid_rmse"] < min(x["valid_rmse"] for x in rows[:i]) for i, r in enumerate(rows)]
+    assert rows[0]["lr"] == pytest.approx(1e-3) and not all(improved)
+    for i in range(len(rows) - 1):  # plateau_patience=1: every epoch without a better score halves the next rate
+        factor = 1.0 if improved[i] else 0.5
+        assert rows[i + 1]["lr"] == pytest.approx(factor * rows[i]["lr"]), (i, improved, [r["lr"] for r in rows])

@@ -23,7 +23,7 @@ import torch
 
 from molft_utils.core.device import autocast, grad_scaler
 
-__all__ = ["OptimizerStep", "optimizer_parameters"]
+__all__ = ["OptimizerStep", "PlateauScale", "optimizer_parameters"]
 
 
 def optimizer_parameters(optimizer: torch.optim.Optimizer) -> list[torch.nn.Parameter]:
@@ -104,3 +104,29 @@ class OptimizerStep:
         self.optimizer.zero_grad(set_to_none=True)
         self.schedule.step()
         return loss.item()
+
+
+class PlateauScale:
+    """The learning-rate multiplier of the ``"plateau"`` schedule, for :class:`torch.optim.lr_scheduler.LambdaLR`.
+
+    A linear warm-up over ``warmup_steps``, then a constant rate that is multiplied by ``factor`` whenever
+    ``patience`` epochs in a row ended without a better validation score (:meth:`epoch_end`). With early stopping
+    this anneals the rate when progress stalls, instead of stopping on validation noise while a decay spread over
+    a long epoch ceiling still holds the rate near its peak.
+    """
+
+    def __init__(self, warmup_steps: int, factor: float = 0.5, patience: int = 2) -> None:
+        if warmup_steps < 1 or not 0 < factor < 1 or patience < 1:
+            raise ValueError("need warmup_steps >= 1, 0 < factor < 1 and patience >= 1")
+        self.warmup_steps, self.factor, self.patience = warmup_steps, factor, patience
+        self.scale, self.stall = 1.0, 0
+
+    def __call__(self, step: int) -> float:
+        return min(1.0, step / self.warmup_steps) * self.scale
+
+    def epoch_end(self, improved: bool) -> None:
+        """Record one epoch: a better validation score resets the count, ``patience`` worse ones lower the scale."""
+        self.stall = 0 if improved else self.stall + 1
+        if self.stall >= self.patience:
+            self.scale *= self.factor
+            self.stall = 0
