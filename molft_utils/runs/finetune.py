@@ -102,10 +102,15 @@ RECIPE = {
     "mlm_epochs": 10,
     "mlm_lr": 1e-4,
     "mlm_batch_size": 64,
+    # warm-up, then halve the rate after 2 epochs without a better validation RMSE (early stopping still decides):
+    # a linear decay over the epoch ceiling stopped on validation noise near the peak rate
+    # (reports/benchmark/schedule_probe/README.md)
+    "schedule": "plateau",
+    "plateau_patience": 2,
 }
 
 
-def recipe_configs(seed: int, smoke: bool = False, **overrides: float) -> tuple[TrainConfig, MLMConfig]:
+def recipe_configs(seed: int, smoke: bool = False, **overrides: float | str) -> tuple[TrainConfig, MLMConfig]:
     """Fine-tuning and MLM configurations of the notebook-01 recipe (``overrides`` replace RECIPE keys).
 
     Smoke mode trains one epoch and half an MLM epoch.
@@ -117,6 +122,8 @@ def recipe_configs(seed: int, smoke: bool = False, **overrides: float) -> tuple[
         batch_size=int(r["batch_size"]),
         lr_backbone=float(r["lr_backbone"]),
         lr_head=float(r["lr_head"]),
+        schedule=str(r["schedule"]),
+        plateau_patience=int(r["plateau_patience"]),
         seed=seed,
     )
     mlm = MLMConfig(
