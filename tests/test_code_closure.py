@@ -102,8 +102,10 @@ def test_cache_keys_carry_the_logic_of_the_code_that_builds_them() -> None:
     files = {p.relative_to(p.parents[1]).as_posix() for p in module_code_modules("runs.finetune")}
     assert {"runs/finetune.py", "training/train.py", "training/mlm.py", "runs/identity.py"} <= files
     assert "runs/report.py" not in files  # only what the module imports
-    key = code_version("no")
-    assert key == {"code_version": module_logic_hash("runs.finetune"), "device": "cpu", "autocast": "None"}
+    from molft_utils.core.device import get_device
+
+    key = code_version("no")  # "no": full precision on any device
+    assert key == {"code_version": module_logic_hash("runs.finetune"), "device": get_device().type, "autocast": "None"}
     assert code_version("no", "runs.influence_runs")["code_version"] != key["code_version"]
     with pytest.raises(ValueError, match="no such module"):
         module_code_modules("runs.nothing_here")
